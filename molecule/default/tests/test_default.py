@@ -1,0 +1,148 @@
+"""The stack converged by playbooks/site.yml, seen from inside the container."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[3]
+GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
+QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
+NODE_ADDRESS = "172.30.0.10"
+
+WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
+CELERY_UNITS = [*WORKER_UNITS, "celery-beat.service", "flower.service"]
+STACK_UNITS = ["redis-server@celery.service", "ray-head.service", *CELERY_UNITS]
+
+
+def listeners(host, port):
+    """(address, systemd unit) of every TCP socket listening on the port."""
+    found = []
+    for line in host.check_output(f"ss -Hltne 'sport = :{port}'").splitlines():
+        fields = line.split()
+        address = fields[3].rsplit(":", 1)[0].strip("[]")
+        cgroup = next(field for field in fields if field.startswith("cgroup:"))
+        found.append((address, cgroup.rsplit("/", 1)[-1]))
+    return found
+
+
+def main_pid(host, unit):
+    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+
+
+@pytest.mark.parametrize("unit", [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target"])
+def test_unit_is_enabled_and_running(host, unit):
+    service = host.service(unit)
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_debian_default_redis_is_masked_and_stopped(host):
+    state = host.run("systemctl is-enabled redis-server.service").stdout.strip()
+    assert state == "masked"
+    assert not host.service("redis-server.service").is_running
+
+
+def test_redis_listens_on_6380_only_on_configured_addresses(host):
+    expected = [
+        ("127.0.0.1", "redis-server@celery.service"),
+        (NODE_ADDRESS, "redis-server@celery.service"),
+    ]
+    assert sorted(listeners(host, 6380)) == expected
+
+
+def test_nothing_of_redis_listens_on_6379_which_is_ray_gcs(host):
+    assert {unit for _, unit in listeners(host, 6379)} == {"ray-head.service"}
+
+
+def test_ray_dashboard_listens_on_loopback_only(host):
+    assert listeners(host, 8265) == [("127.0.0.1", "ray-head.service")]
+
+
+def test_flower_listens_on_the_node_address(host):
+    assert listeners(host, 5555) == [(NODE_ADDRESS, "flower.service")]
+
+
+@pytest.mark.parametrize(
+    ("path", "user", "group", "mode"),
+    [
+        ("/etc/celery-ray/celery.env", "root", "celery", 0o640),
+        ("/etc/celery-ray/ray-token", "root", "celery", 0o640),
+        ("/etc/celery-ray/flower.env", "root", "celery", 0o640),
+        ("/etc/celery-ray/tasks.json", "root", "celery", 0o640),
+        ("/etc/redis/redis-celery.conf", "root", "redis", 0o640),
+        ("/etc/celery-ray", "root", "celery", 0o750),
+        ("/var/lib/celery-ray", "celery", "celery", 0o750),
+        ("/datasets", "celery", "celery", 0o750),
+        ("/models", "celery", "celery", 0o750),
+        ("/opt/celery-ray/app/tasks/__init__.py", "root", "root", 0o644),
+    ],
+)
+def test_file_owner_and_mode(host, path, user, group, mode):
+    target = host.file(path)
+    assert target.exists
+    assert (target.user, target.group, target.mode) == (user, group, mode)
+
+
+def test_env_file_points_at_broker_and_ray_head(host):
+    env = host.file("/etc/celery-ray/celery.env").content_string
+    assert f"@{NODE_ADDRESS}:6380/0" in env
+    assert f"@{NODE_ADDRESS}:6380/1" in env
+    assert f"RAY_ADDRESS={NODE_ADDRESS}:6379" in env
+    assert "RAY_AUTH_TOKEN_PATH=/etc/celery-ray/ray-token" in env
+
+
+def test_redis_config_is_a_broker_config(host):
+    config = host.file("/etc/redis/redis-celery.conf").content_string.splitlines()
+    expected = [
+        "port 6380",
+        f"bind 127.0.0.1 {NODE_ADDRESS}",
+        "protected-mode yes",
+        "appendonly yes",
+        "appendfsync everysec",
+        "maxmemory-policy noeviction",
+    ]
+    assert [line for line in expected if line not in config] == []
+    assert any(line.startswith("requirepass ") for line in config)
+
+
+def test_beat_schedule_from_group_vars_reached_the_host(host):
+    rendered = json.loads(host.file("/etc/celery-ray/tasks.json").content_string)
+    assert rendered["beat_schedule"] == GROUP_VARS["celery_app_beat_schedule"]
+    assert rendered["retrain_models"] == GROUP_VARS["celery_app_retrain_models"]
+
+
+@pytest.mark.parametrize("queue", QUEUES)
+def test_worker_runs_the_queue_table_concurrency(host, queue):
+    env = host.file(f"/etc/celery-ray/workers/{queue}.env").content_string
+    assert f"CELERY_WORKER_CONCURRENCY={QUEUES[queue]}" in env
+    pool = host.check_output(f"pgrep -P {main_pid(host, f'celery-worker@{queue}.service')}").split()
+    assert len(pool) == QUEUES[queue]
+
+
+def test_default_worker_also_consumes_celery_queue(host):
+    env = host.file("/etc/celery-ray/workers/default.env").content_string
+    assert "CELERY_WORKER_QUEUES=default,celery" in env
+
+
+@pytest.mark.parametrize(
+    ("unit", "user"),
+    [(unit, "celery") for unit in [*CELERY_UNITS, "ray-head.service"]]
+    + [("redis-server@celery.service", "redis")],
+)
+def test_service_runs_as_its_non_root_user(host, unit, user):
+    assert host.check_output(f"ps -o user= -p {main_pid(host, unit)}") == user
+
+
+@pytest.mark.parametrize("unit", [u for u in STACK_UNITS if u != "redis-server@celery.service"])
+def test_unit_is_hardened(host, unit):
+    names = "NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,User,ReadWritePaths"
+    output = host.check_output(f"systemctl show {unit} --property={names}")
+    properties = dict(line.split("=", 1) for line in output.splitlines())
+    assert properties["NoNewPrivileges"] == "yes"
+    assert properties["ProtectSystem"] == "strict"
+    assert properties["ProtectHome"] == "yes"
+    assert properties["PrivateTmp"] == "yes"
+    assert properties["User"] == "celery"
+    assert "/var/lib/celery-ray" in properties["ReadWritePaths"]
