@@ -8,6 +8,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[3]
 GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
+SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
 QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
 NODE_ADDRESS = "172.30.0.10"
 
@@ -146,3 +147,31 @@ def test_unit_is_hardened(host, unit):
     assert properties["PrivateTmp"] == "yes"
     assert properties["User"] == "celery"
     assert "/var/lib/celery-ray" in properties["ReadWritePaths"]
+
+
+def test_redis_refuses_clients_without_the_password(host):
+    assert "NOAUTH" in host.run("redis-cli -h 127.0.0.1 -p 6380 ping").stdout
+
+
+def http_status(host, url):
+    script = (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n    print(urllib.request.urlopen(sys.argv[1]).status)\n"
+        "except urllib.error.HTTPError as error:\n    print(error.code)"
+    )
+    return int(host.check_output("python3 -c %s %s", script, url))
+
+
+def test_flower_asks_for_credentials_but_exposes_metrics(host):
+    assert http_status(host, f"http://{NODE_ADDRESS}:5555/") == 401
+    assert http_status(host, f"http://{NODE_ADDRESS}:5555/metrics") == 200
+
+
+def test_no_secret_in_process_list_or_unit_files(host):
+    visible = host.check_output("ps -eo args") + host.check_output(
+        "cat /etc/systemd/system/*.service /etc/systemd/system/*.target"
+    )
+    leaked = [
+        name for name, value in SECRETS.items() if name != "vault_flower_user" and value in visible
+    ]
+    assert leaked == []
