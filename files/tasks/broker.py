@@ -1,0 +1,51 @@
+"""Make ``priority=9`` mean "served first" on the Redis broker, for every client.
+
+How kombu's Redis transport handles priorities (kombu/transport/redis.py, 5.x):
+
+* A publisher files a message under one Redis list per priority step. The steps come
+  from the publisher's own transport option ``priority_steps`` (default ``[0, 3, 6, 9]``);
+  a priority is rounded down to a step, and the list is ``<queue>`` for step 0 and
+  ``<queue>\\x06\\x16<step>`` otherwise. The spec's bare client
+  ``Celery(broker=..., backend=...)`` therefore puts priority 9 in ``celery\\x06\\x169``
+  and priority 0 (or none) in ``celery``.
+* A consumer issues one ``BRPOP`` over the lists of all its queues, ordered by its own
+  ``priority_steps``, and Redis pops from the first non-empty list. Stock kombu orders the
+  steps ascending, so step 0 is polled first: on Redis, out of the box, 0 is the *highest*
+  priority, the opposite of what the spec (and AMQP) mean.
+
+What the workers do about it: ``celeryconfig`` gives every process
+``priority_steps = 0..9`` (a list per priority, a superset of the default steps, so the
+lists a bare client writes are all polled), and the workers' connection uses
+:class:`HighFirstRedisTransport`, whose channel polls those lists from 9 down to 0.
+Publishing (which lists a message goes to) is unchanged and identical to stock kombu, so
+bare clients, Beat, Flower and the package's own client need nothing special.
+Messages without a priority count as 0, the lowest.
+"""
+
+from celery.signals import celeryd_init
+from kombu.transport import redis as kombu_redis
+
+TRANSPORT = "tasks.broker:HighFirstRedisTransport"
+
+
+class HighFirstRedisChannel(kombu_redis.Channel):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # BRPOP lists its keys in this order and Redis pops the first non-empty one.
+        self.priority_steps = sorted(self.priority_steps, reverse=True)
+
+    def priority(self, n):
+        """The step a priority is filed under: the largest step not above it (as stock)."""
+        return max((step for step in self.priority_steps if step <= n),
+                   default=min(self.priority_steps))
+
+
+class HighFirstRedisTransport(kombu_redis.Transport):
+    Channel = HighFirstRedisChannel
+
+
+@celeryd_init.connect
+def _workers_poll_high_priority_first(conf=None, **_):
+    """Only consuming needs the reversed order; set it for worker processes alone."""
+    if conf is not None and conf.broker_url.startswith("redis://"):
+        conf.broker_transport = TRANSPORT

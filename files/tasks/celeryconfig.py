@@ -1,0 +1,70 @@
+"""Celery settings shared by workers, Beat, Flower and the package's client.
+
+Broker and backend come from the environment, the Beat schedule from TASKS_CONFIG_FILE
+(see tasks.config). Per-task time limits and retry policy sit on the tasks themselves.
+"""
+
+from celery.schedules import crontab
+from kombu import Queue
+
+from tasks.config import BARE_CLIENT_QUEUE, QUEUES, settings
+
+# Longest hard time limit of any task (ml: 3600 s) plus the longest retry countdown
+# (60 * 2**2 = 240 s), with room to spare: a message unacknowledged for longer than this
+# is redelivered to another worker, so it must outlast any task still legitimately running.
+VISIBILITY_TIMEOUT = 2 * 3600
+
+# One Redis list per priority 0..9; the workers poll them 9 first (tasks.broker).
+PRIORITY_STEPS = list(range(10))
+
+broker_url = settings().broker_url
+result_backend = settings().result_backend
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    "priority_steps": PRIORITY_STEPS,
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+}
+result_backend_transport_options = {"visibility_timeout": VISIBILITY_TIMEOUT}
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_expires = 24 * 3600
+result_extended = True
+task_track_started = True
+task_send_sent_event = True
+worker_send_task_events = True
+
+task_queues = [Queue(name) for name in (*QUEUES, BARE_CLIENT_QUEUE)]
+task_default_queue = "default"
+task_routes = {
+    "tasks.ml_tasks.*": {"queue": "ml"},
+    "tasks.data_tasks.*": {"queue": "data"},
+    "tasks.simple_tasks.*": {"queue": "default"},
+}
+task_default_priority = 0
+
+# A worker takes one message per free process, so urgent messages published meanwhile
+# are not stuck behind a prefetched backlog.
+worker_prefetch_multiplier = 1
+
+timezone = "UTC"
+enable_utc = True
+
+
+def _schedule(value):
+    if isinstance(value, dict):
+        return crontab(**{key: str(field) for key, field in value["crontab"].items()})
+    return float(value)
+
+
+beat_schedule = {
+    name: {
+        "task": entry["task"],
+        "schedule": _schedule(entry["schedule"]),
+        "args": tuple(entry.get("args", ())),
+        "kwargs": entry.get("kwargs", {}),
+        "options": entry.get("options", {}),
+    }
+    for name, entry in settings().beat_schedule.items()
+}

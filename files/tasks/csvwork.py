@@ -1,0 +1,263 @@
+"""The CSV work behind tasks.data_tasks, as plain functions over Ray (no Celery here).
+
+process_csv splits a file into byte ranges; one Ray task per range parses its range
+with pyarrow (columnar, multithreaded C++), filters it, and writes its rows to a part
+file; the parts are then streamed, in order, into the output. No process ever holds the
+whole file. Ranges are cut on line boundaries, so quoted fields must not contain
+newlines.
+
+Filter semantics: ``{"filter": {"amount": 100}}`` keeps the rows whose ``amount`` is
+**greater than or equal to** 100 (a minimum). Several columns must all hold (AND). A row
+whose value is empty is dropped; a value that is not a number is an error.
+
+Every input CSV needs a header line and at least one data row.
+"""
+
+import csv
+import itertools
+import math
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import ray
+
+from tasks.errors import InvalidInput
+from tasks.paths import atomic_write
+from tasks.raycluster import gather
+
+Progress = Callable[[int, int], None] | None
+
+TRANSFORMATION_KEYS = {"filter", "num_chunks"}
+DEFAULT_NUM_CHUNKS = 4
+# Larger files get more ranges than asked for, so that no Ray task parses more than this.
+MAX_RANGE_BYTES = 128 * 1024 * 1024
+COPY_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+class CsvHead:
+    """The header of a CSV file and where its data starts."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as handle:
+            self.line = handle.readline()
+            self.data_start = handle.tell()
+            has_rows = bool(handle.readline().strip())
+        if not self.line.strip():
+            raise InvalidInput(f"CSV {path} is empty: it needs a header line and data rows")
+        if not has_rows:
+            raise InvalidInput(f"CSV {path} has a header but no data rows")
+        if not self.line.endswith(b"\n"):
+            self.line += b"\n"
+        self.path = path
+        self.size = path.stat().st_size
+        try:
+            self.columns = next(csv.reader([self.line.decode("utf-8")]))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"CSV {path} header is not UTF-8 text") from None
+
+
+def parse_transformations(transformations: Any, columns: list[str]) -> tuple[dict, int]:
+    """Return (filters {column: minimum}, num_chunks) or raise InvalidInput."""
+    transformations = transformations or {}
+    if not isinstance(transformations, dict):
+        raise InvalidInput(f"transformations must be a dict, got {transformations!r}")
+    unknown = set(transformations) - TRANSFORMATION_KEYS
+    if unknown:
+        raise InvalidInput(f"unknown transformations {sorted(unknown)}; "
+                           f"supported: {sorted(TRANSFORMATION_KEYS)}")
+    filters = transformations.get("filter", {})
+    if not isinstance(filters, dict):
+        raise InvalidInput(f"filter must be a dict {{column: minimum}}, got {filters!r}")
+    for column, minimum in filters.items():
+        if column not in columns:
+            raise InvalidInput(f"filter column {column!r} is not in the CSV (columns: {columns})")
+        if isinstance(minimum, bool) or not isinstance(minimum, int | float):
+            raise InvalidInput(f"filter minimum for {column!r} must be a number, got {minimum!r}")
+    num_chunks = transformations.get("num_chunks", DEFAULT_NUM_CHUNKS)
+    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
+        raise InvalidInput(f"num_chunks must be a positive integer, got {num_chunks!r}")
+    return filters, num_chunks
+
+
+def byte_ranges(head: CsvHead, num_chunks: int) -> list[tuple[int, int]]:
+    """Split the data bytes into num_chunks (or more, for big files) contiguous ranges."""
+    data_bytes = head.size - head.data_start
+    count = min(max(num_chunks, math.ceil(data_bytes / MAX_RANGE_BYTES)), data_bytes)
+    bounds = [head.data_start + data_bytes * index // count for index in range(count + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _line_start_at_or_after(handle, position: int) -> int:
+    # The byte before `position` is a newline exactly when a line starts at `position`;
+    # the data always starts right after the header's newline.
+    handle.seek(position - 1)
+    handle.readline()
+    return handle.tell()
+
+
+def _read_table(path: str, columns: list[str], buffer, column_types: dict) -> pa.Table:
+    try:
+        return pacsv.read_csv(
+            pa.BufferReader(buffer),
+            read_options=pacsv.ReadOptions(column_names=columns),
+            convert_options=pacsv.ConvertOptions(column_types=column_types),
+        )
+    except pa.ArrowInvalid as exc:
+        def name_the_column(found: re.Match) -> str:
+            return f"column {columns[int(found[1])]!r}" if columns else found[0]
+
+        message = re.sub(r"CSV column #(\d+)", name_the_column, str(exc))
+        raise InvalidInput(f"CSV {path}: {message}") from None
+
+
+@ray.remote(num_cpus=1)
+def _filter_range(path: str, *, columns: list[str], start: int, end: int, filters: dict,
+                  part: str) -> tuple[int, int]:
+    """Filter the lines that start in [start, end) into `part`: (rows read, rows kept)."""
+    with open(path, "rb") as handle:
+        first = _line_start_at_or_after(handle, start)
+        last = _line_start_at_or_after(handle, end)
+    if last <= first:
+        Path(part).touch()
+        return 0, 0
+    with pa.memory_map(path) as mapped:
+        mapped.seek(first)
+        table = _read_table(path, columns, mapped.read_buffer(last - first),
+                            {column: pa.float64() for column in filters})
+    rows_read = table.num_rows
+    if filters:
+        keep = [pc.greater_equal(table[column], minimum) for column, minimum in filters.items()]
+        mask = keep[0]
+        for condition in keep[1:]:
+            mask = pc.and_kleene(mask, condition)
+        table = table.filter(pc.fill_null(mask, False))
+    pacsv.write_csv(table, part, pacsv.WriteOptions(include_header=False))
+    return rows_read, table.num_rows
+
+
+@contextmanager
+def _parts_dir(output: Path) -> Iterator[Path]:
+    directory = output.with_name(f".{output.name}.parts-{uuid.uuid4().hex[:8]}")
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _concatenate(header: bytes, parts: list[Path], output: Path) -> None:
+    with atomic_write(output) as tmp, open(tmp, "wb") as target:
+        target.write(header)
+        for part in parts:
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, target, COPY_BUFFER_BYTES)
+
+
+def process_csv(source: Path, output: Path, transformations: Any,
+                progress: Progress = None) -> dict[str, Any]:
+    head = CsvHead(source)
+    filters, num_chunks = parse_transformations(transformations, head.columns)
+    ranges = byte_ranges(head, num_chunks)
+    with _parts_dir(output) as parts_dir:
+        parts = [parts_dir / f"part-{index:05d}.csv" for index in range(len(ranges))]
+        refs = [
+            _filter_range.remote(str(source), columns=head.columns, start=start, end=end,
+                                 filters=filters, part=str(part))
+            for (start, end), part in zip(ranges, parts, strict=True)
+        ]
+        counts = gather(refs, progress)
+        _concatenate(head.line, parts, output)
+    return {
+        "status": "completed",
+        "input_path": str(source),
+        "output_path": str(output),
+        "rows_read": sum(read for read, _ in counts),
+        "rows_written": sum(kept for _, kept in counts),
+        "chunks": len(ranges),
+        "filter": {column: {">=": minimum} for column, minimum in filters.items()},
+    }
+
+
+def _kind(data_type: pa.DataType) -> str:
+    if pa.types.is_null(data_type):
+        return "empty"
+    if pa.types.is_integer(data_type) or pa.types.is_floating(data_type) \
+            or pa.types.is_decimal(data_type):
+        return "number"
+    if pa.types.is_boolean(data_type):
+        return "boolean"
+    if pa.types.is_temporal(data_type):
+        return "date/time"
+    return "text"
+
+
+@ray.remote(num_cpus=1)
+def _source_to_part(path: str, columns: list[str], part: str) -> tuple[int, dict[str, str]]:
+    """Write a source's rows, in the output's column order, to `part`."""
+    with pa.memory_map(path) as mapped:
+        table = _read_table(path, [], mapped.read_buffer(), {})
+    table = table.select(columns)
+    pacsv.write_csv(table, part, pacsv.WriteOptions(include_header=False))
+    return table.num_rows, {name: _kind(table[name].type) for name in columns}
+
+
+def _schema_errors(heads: list[CsvHead]) -> list[str]:
+    reference = heads[0]
+    errors = []
+    for head in heads[1:]:
+        missing = [c for c in reference.columns if c not in head.columns]
+        extra = [c for c in head.columns if c not in reference.columns]
+        if missing or extra:
+            errors.append(f"{head.path} lacks {missing} and has extra {extra} "
+                          f"compared with {reference.path}")
+    return errors
+
+
+def _type_errors(heads: list[CsvHead], kinds: list[dict[str, str]]) -> list[str]:
+    errors = []
+    for column in heads[0].columns:
+        seen = {head.path: kind[column] for head, kind in zip(heads, kinds, strict=True)
+                if kind[column] != "empty"}
+        if len(set(seen.values())) > 1:
+            detail = ", ".join(f"{path}: {kind}" for path, kind in seen.items())
+            errors.append(f"column {column!r} holds different types ({detail})")
+    return errors
+
+
+def aggregate_csvs(sources: list[Path], output: Path,
+                   progress: Progress = None) -> dict[str, Any]:
+    """Concatenate CSVs with the same columns (any order) into one, in source order.
+
+    Column order is the first source's; a column must hold the same kind of value
+    (number, text, boolean, date/time) in every source.
+    """
+    heads = [CsvHead(source) for source in sources]
+    errors = _schema_errors(heads)
+    if errors:
+        raise InvalidInput("schema mismatch: " + "; ".join(errors))
+    columns = heads[0].columns
+    with _parts_dir(output) as parts_dir:
+        parts = [parts_dir / f"part-{index:05d}.csv" for index in range(len(sources))]
+        refs = [_source_to_part.remote(str(source), columns, str(part))
+                for source, part in zip(sources, parts, strict=True)]
+        results = gather(refs, progress)
+        errors = _type_errors(heads, [kinds for _, kinds in results])
+        if errors:
+            raise InvalidInput("schema mismatch: " + "; ".join(errors))
+        _concatenate(heads[0].line, parts, output)
+    return {
+        "status": "completed",
+        "output_path": str(output),
+        "rows": sum(rows for rows, _ in results),
+        "columns": columns,
+        "sources": [{"path": str(source), "rows": rows}
+                    for source, (rows, _) in zip(sources, results, strict=True)],
+    }

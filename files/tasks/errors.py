@@ -1,0 +1,21 @@
+"""The two kinds of failure a task can have, and how Celery treats each.
+
+``InvalidInput`` is the caller's mistake (a missing file, a malformed grid, an unknown
+column, an empty CSV, a path outside the data roots): the task fails at once, with a
+message that says what to fix, and is never retried.
+
+``TransientError`` is the environment's (Ray unreachable, Redis hiccup, a webhook
+answering 5xx): the task is retried up to 3 times with exponential backoff.
+"""
+
+
+class InvalidInput(ValueError):
+    """Bad task arguments or bad input data; retrying cannot help."""
+
+
+class TransientError(RuntimeError):
+    """A dependency is unavailable for now; the task is retried."""
+
+
+class RayUnavailable(TransientError):
+    """The Ray cluster cannot be reached (head down, wrong address, bad token)."""
