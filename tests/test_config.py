@@ -1,0 +1,140 @@
+"""Settings, the TASKS_CONFIG_FILE checker and the Celery configuration (no Redis/Ray)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from celery.schedules import crontab
+from conftest import PACKAGE_PARENT
+from tasks import app, celeryconfig, data_tasks, ml_tasks, simple_tasks  # noqa: F401
+from tasks.config import ConfigError, validate
+
+
+def check(tmp_path, document) -> subprocess.CompletedProcess:
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.config", "check", str(path)],
+        cwd=PACKAGE_PARENT, capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_checker_accepts_the_contract_example(tmp_path):
+    document = {
+        "beat_schedule": {
+            "daily-model-retraining": {"task": "tasks.ml_tasks.retrain_models",
+                                       "schedule": 86400, "args": [], "kwargs": {},
+                                       "options": {"queue": "ml", "priority": 9}},
+            "nightly": {"task": "tasks.simple_tasks.cleanup_old_results",
+                        "schedule": {"crontab": {"minute": "0", "hour": "3", "day_of_week": "*",
+                                                 "day_of_month": "*", "month_of_year": "*"}}},
+        },
+        "retrain_models": [{"name": "stock_predictor", "dataset": "/datasets/stocks.csv",
+                            "model_config": {"n_estimators": 100, "max_depth": 20}}],
+        "inbox_dir": "/datasets/new", "processed_dir": "/datasets/processed",
+        "models_dir": "/models", "webhook_url": "https://hooks.example/x",
+        "retry_backoff_seconds": 60,
+    }
+    result = check(tmp_path, document)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ({"beat_schedule": {"e": {"task": "tasks.ml_tasks.nope", "schedule": 5}}},
+     "beat_schedule['e'].task: unknown task 'tasks.ml_tasks.nope'"),
+    ({"beat_schedule": {"e": {"task": "tasks.simple_tasks.ping", "schedule": "hourly"}}},
+     "beat_schedule['e'].schedule: 'hourly' is neither seconds"),
+    ({"beat_schedule": {"e": {"task": "tasks.simple_tasks.ping",
+                              "schedule": {"crontab": {"minute": "75"}}}}},
+     "beat_schedule['e'].schedule.crontab"),
+    ({"beat_schedule": {"e": {"task": "tasks.simple_tasks.ping", "schedule": 5,
+                              "options": {"priority": 10}}}},
+     "beat_schedule['e'].options.priority: 10 is outside 0-9"),
+    ({"beat_schedule": {"e": {"task": "tasks.simple_tasks.ping", "schedule": 5,
+                              "every": 3}}},
+     "beat_schedule['e']: unknown keys ['every']"),
+    ({"retrain_models": [{"name": "m", "dataset": "/d.csv", "params": {}}]},
+     "retrain_models[0]: unknown keys ['params']"),
+    ({"schedules": {}}, "unknown keys ['schedules']"),
+    ({"inbox_dir": "relative/dir"}, "inbox_dir: 'relative/dir' must be an absolute path"),
+    ("{not json", "not valid JSON"),
+])
+def test_checker_names_the_entry_and_the_fix(tmp_path, document, message):
+    result = check(tmp_path, document)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_checker_imports_neither_ray_nor_sklearn():
+    probe = ("import sys, tasks.config as c; c.known_task_names(); "
+             "print(sorted(m for m in ('ray', 'sklearn', 'pandas', 'pyarrow') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE_PARENT,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_defaults_are_the_specs(monkeypatch, fresh_settings):
+    for name in ("TASKS_CONFIG_FILE", "TASKS_DATA_ROOTS", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    current = fresh_settings()
+    assert current.data_roots == ("/datasets", "/models")
+    assert {entry["task"]: entry["schedule"] for entry in current.beat_schedule.values()} == {
+        "tasks.ml_tasks.retrain_models": 86400,
+        "tasks.data_tasks.process_new_data": 3600,
+        "tasks.simple_tasks.check_cluster_health": 300,
+    }
+    assert [model["name"] for model in current.retrain_models] == [
+        "stock_predictor", "sentiment_analyzer"]
+    assert current.retry_backoff_seconds == 60
+
+
+def test_environment_and_file_override_defaults(tmp_path, monkeypatch, fresh_settings):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"models_dir": "/srv/models", "beat_schedule": {}}))
+    monkeypatch.setenv("TASKS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("TASKS_DATA_ROOTS", "/a:/b/c")
+    monkeypatch.setenv("RAY_ADDRESS", "ray-head:6379")
+    current = fresh_settings()
+    assert (current.models_dir, current.beat_schedule) == ("/srv/models", {})
+    assert current.data_roots == ("/a", "/b/c")
+    assert current.ray_address == "ray-head:6379"
+
+
+def test_invalid_file_stops_the_process_with_the_problem(tmp_path, monkeypatch, fresh_settings):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"retry_backoff_seconds": -1}))
+    monkeypatch.setenv("TASKS_CONFIG_FILE", str(path))
+    with pytest.raises(ConfigError, match="retry_backoff_seconds"):
+        fresh_settings()
+
+
+def test_crontab_entries_become_celery_crontabs(tmp_path):
+    document = {"beat_schedule": {"nightly": {
+        "task": "tasks.simple_tasks.cleanup_old_results",
+        "schedule": {"crontab": {"minute": "0", "hour": "3"}}}}}
+    assert validate(document) == []
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(document))
+    probe = ("from tasks import app; s = app.conf.beat_schedule['nightly']['schedule']; "
+             "print(type(s).__name__, s.hour, s.minute)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE_PARENT, check=True,
+                            capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "TASKS_CONFIG_FILE": str(path)})
+    assert result.stdout.split() == [crontab.__name__, "{3}", "{0}"]
+
+
+def test_reliability_settings():
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.broker_connection_retry_on_startup is True
+    longest_hard_limit = max(task.time_limit or 0 for name, task in app.tasks.items()
+                             if name.startswith("tasks."))
+    longest_countdown = 60 * 2 ** 2
+    assert longest_hard_limit + longest_countdown < celeryconfig.VISIBILITY_TIMEOUT
+    for name, task in app.tasks.items():
+        if name.startswith(("tasks.ml_tasks.", "tasks.data_tasks.")):
+            assert task.acks_late and task.reject_on_worker_lost, name
+            assert task.soft_time_limit < task.time_limit, name

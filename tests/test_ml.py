@@ -1,0 +1,93 @@
+"""The ML functions on the real Ray, called as plain functions."""
+
+import joblib
+import pandas as pd
+import pytest
+from conftest import classification_frame
+from sklearn.ensemble import RandomForestClassifier
+from tasks import ml
+from tasks.errors import InvalidInput
+
+
+@pytest.fixture(scope="module")
+def dataset(stack, ray_cluster):
+    path = stack.datasets / "ml-train.csv"
+    classification_frame(4000, seed=3).to_csv(path, index=False)
+    return path
+
+
+def test_distributed_forest_scores_like_one_forest(stack, dataset):
+    config = {"n_estimators": 100, "num_partitions": 4, "max_depth": 12, "seed": 0}
+    model_path = stack.models / "ml-merged.pkl"
+    progress = []
+    result = ml.train_distributed(dataset, config, model_path,
+                                  lambda done, total: progress.append((done, total)))
+    features, target = ml.features_and_target(pd.read_csv(dataset), "target")
+    x_train, x_hold, y_train, y_hold = ml.holdout_split(features, target, 0, 0.2)
+    single = RandomForestClassifier(n_estimators=100, max_depth=12, random_state=0, n_jobs=2)
+    single_score = single.fit(x_train, y_train).score(x_hold, y_hold)
+
+    assert abs(result["score"] - single_score) * 100 <= 1
+    merged = joblib.load(model_path)
+    assert len(merged.estimators_) == merged.n_estimators == 100
+    assert merged.score(x_hold, y_hold) == result["score"]
+    assert len(result["partition_scores"]) == 4
+    assert result["avg_score"] == pytest.approx(sum(result["partition_scores"]) / 4)
+    assert progress[-1] == (4, 4)
+
+
+def test_grid_search_runs_one_ray_task_per_combination_and_fold(dataset):
+    grid = [{"n_estimators": n, "max_depth": d} for n in (5, 20) for d in (2, None)]
+    progress = []
+    result = ml.grid_search(dataset, grid, cv=3,
+                            progress=lambda done, total: progress.append(total))
+    assert result["ray_tasks"] == 12 == progress[-1]
+    assert [entry["params"] for entry in result["results"]] == grid
+    assert all(len(entry["fold_scores"]) == 3 for entry in result["results"])
+    best = max(result["results"], key=lambda entry: entry["mean_score"])
+    assert (result["best_params"], result["best_score"]) == (best["params"], best["mean_score"])
+    assert result["best_params"]["max_depth"] is None
+
+
+def test_batch_predictions_write_one_file_per_batch(stack, dataset):
+    model_path = stack.models / "ml-small.pkl"
+    ml.train_distributed(dataset, {"n_estimators": 8, "num_partitions": 2}, model_path)
+    batches = []
+    for index, rows in enumerate((30, 50)):
+        batch = stack.datasets / f"ml-batch-{index}.csv"
+        classification_frame(rows, seed=10 + index).drop(columns="target").to_csv(
+            batch, index=False)
+        batches.append(batch)
+    result = ml.predict_batches(model_path, batches, None)
+    assert result["total_predictions"] == 80
+    for entry, rows in zip(result["batches"], (30, 50), strict=True):
+        written = pd.read_csv(entry["output_path"])
+        assert list(written.columns) == ["prediction"] and len(written) == rows == entry[
+            "predictions"]
+
+
+@pytest.mark.parametrize(("grid", "message"), [
+    ([], "non-empty list"),
+    ("max_depth=3", "non-empty list"),
+    ([{"max_depth": 3}, {}], r"param_grid\[1\] must be a non-empty dict"),
+    ([{"depth": 3}], r"unknown parameters \['depth'\]"),
+    ([{"max_depth": -4}], "max_depth"),
+])
+def test_malformed_grids_are_refused(dataset, grid, message):
+    with pytest.raises(InvalidInput, match=message):
+        ml.grid_search(dataset, grid)
+
+
+@pytest.mark.parametrize(("content", "config", "message"), [
+    ("", {}, "is empty"),
+    ("f0,target\n", {}, "no data rows"),
+    ("f0,label\n1,0\n2,1\n", {}, "target column 'target' not in the dataset"),
+    ("f0,target\n1,0\n", {"n_estimators": 2, "num_partitions": 3}, "exceeds n_estimators"),
+    ("f0,target\n1,0\n", {"trees": 3}, r"unknown model_config keys \['trees'\]"),
+])
+def test_bad_training_input_is_refused(stack, ray_cluster, content, config, message):
+    path = stack.datasets / "ml-bad.csv"
+    path.write_text(content)
+    with pytest.raises(InvalidInput, match=message):
+        ml.train_distributed(path, config, stack.models / "never.pkl")
+    assert not (stack.models / "never.pkl").exists()
