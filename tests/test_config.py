@@ -14,10 +14,13 @@ from tasks.config import ConfigError, validate
 def check(tmp_path, document) -> subprocess.CompletedProcess:
     path = tmp_path / "tasks.json"
     path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    # The file in use is broken: the checker must judge the given file alone.
+    in_use = tmp_path / "in-use.json"
+    in_use.write_text("{broken")
     return subprocess.run(
         [sys.executable, "-m", "tasks.config", "check", str(path)],
         cwd=PACKAGE_PARENT, capture_output=True, text=True, check=False,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", "TASKS_CONFIG_FILE": str(in_use)},
     )
 
 

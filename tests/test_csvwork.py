@@ -45,8 +45,17 @@ def test_several_filters_must_all_hold_and_empty_values_are_dropped(stack, ray_c
 def test_without_filter_the_file_is_copied_row_for_row(stack, transactions):
     output = stack.processed / "copy.csv"
     result = process_csv(transactions, output, {"num_chunks": 5})
-    pd.testing.assert_frame_equal(pd.read_csv(output), pd.read_csv(transactions))
+    assert output.read_bytes() == transactions.read_bytes()
     assert result["rows_written"] == result["rows_read"] == 5000
+
+
+def test_kept_rows_are_the_input_bytes_quotes_and_line_ends_included(stack, ray_cluster):
+    path = stack.datasets / "csvwork-quoted.csv"
+    path.write_bytes(b'id,note,amount\r\n1,"a, b",100\r\n\r\n2,"x",5\r\n3,plain,250.50')
+    output = stack.processed / "quoted.csv"
+    result = process_csv(path, output, {"filter": {"amount": 100}, "num_chunks": 3})
+    assert output.read_bytes() == b'id,note,amount\r\n1,"a, b",100\r\n3,plain,250.50\n'
+    assert (result["rows_read"], result["rows_written"]) == (3, 2)
 
 
 @pytest.mark.parametrize(("content", "transformations", "message"), [
@@ -58,6 +67,8 @@ def test_without_filter_the_file_is_copied_row_for_row(stack, transactions):
     ("id,amount\n1,5\n", {"filter": {"amount": "100"}}, "must be a number"),
     ("id,amount\n1,5\n", {"num_chunks": 0}, "num_chunks must be a positive integer"),
     ("id,amount\n1,5\n", {"sort": "amount"}, "unknown transformations ['sort']"),
+    ('id,note,amount\n1,"two\nlines",150\n', {"filter": {"amount": 1}, "num_chunks": 1},
+     "a quoted field spans lines"),
 ])
 def test_bad_input_is_refused_with_the_reason(stack, ray_cluster, content, transformations,
                                               message):

@@ -265,6 +265,8 @@ def main(argv: list[str]) -> int:
         print("usage: python -m tasks.config check PATH", file=sys.stderr)
         return 2
     path = argv[1]
+    # Judge the given file alone, even where the environment names another (maybe broken).
+    os.environ.pop("TASKS_CONFIG_FILE", None)
     try:
         errors = validate(read_document(path))
     except ConfigError as exc:

@@ -1,10 +1,10 @@
 """The CSV work behind tasks.data_tasks, as plain functions over Ray (no Celery here).
 
-process_csv splits a file into byte ranges; one Ray task per range parses its range
-with pyarrow (columnar, multithreaded C++), filters it, and writes its rows to a part
-file; the parts are then streamed, in order, into the output. No process ever holds the
-whole file. Ranges are cut on line boundaries, so quoted fields must not contain
-newlines.
+process_csv splits a file into byte ranges; one Ray task per range parses the filter
+columns of its range with pyarrow (columnar, multithreaded C++) and copies the lines that
+pass, byte for byte, to a part file; the parts are then streamed, in order, into the
+output. No process ever holds the whole file, and kept rows are exactly the input's.
+Ranges are cut on line boundaries, so quoted fields must not contain newlines.
 
 Filter semantics: ``{"filter": {"amount": 100}}`` keeps the rows whose ``amount`` is
 **greater than or equal to** 100 (a minimum). Several columns must all hold (AND). A row
@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -40,6 +41,7 @@ DEFAULT_NUM_CHUNKS = 4
 # Larger files get more ranges than asked for, so that no Ray task parses more than this.
 MAX_RANGE_BYTES = 128 * 1024 * 1024
 COPY_BUFFER_BYTES = 8 * 1024 * 1024
+NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 
 
 class CsvHead:
@@ -103,12 +105,14 @@ def _line_start_at_or_after(handle, position: int) -> int:
     return handle.tell()
 
 
-def _read_table(path: str, columns: list[str], buffer, column_types: dict) -> pa.Table:
+def _read_table(path: str, buffer, *, columns: list[str] | None = None,
+                column_types: dict | None = None, include: list[str] | None = None) -> pa.Table:
     try:
         return pacsv.read_csv(
             pa.BufferReader(buffer),
-            read_options=pacsv.ReadOptions(column_names=columns),
-            convert_options=pacsv.ConvertOptions(column_types=column_types),
+            read_options=pacsv.ReadOptions(column_names=columns or []),
+            convert_options=pacsv.ConvertOptions(column_types=column_types or {},
+                                                 include_columns=include or []),
         )
     except pa.ArrowInvalid as exc:
         def name_the_column(found: re.Match) -> str:
@@ -118,10 +122,26 @@ def _read_table(path: str, columns: list[str], buffer, column_types: dict) -> pa
         raise InvalidInput(f"CSV {path}: {message}") from None
 
 
+def _row_mask(path: str, buffer, columns: list[str], filters: dict) -> np.ndarray | None:
+    """Which rows pass every filter (None: no filter). Only the filter columns are
+    converted (to float64); a row with an empty value does not pass."""
+    if not filters:
+        return None
+    table = _read_table(path, buffer, columns=columns, include=list(filters),
+                        column_types={column: pa.float64() for column in filters})
+    mask = None
+    for column, minimum in filters.items():
+        passes = pc.greater_equal(table[column], minimum)
+        mask = passes if mask is None else pc.and_kleene(mask, passes)
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
 @ray.remote(num_cpus=1)
 def _filter_range(path: str, *, columns: list[str], start: int, end: int, filters: dict,
                   part: str) -> tuple[int, int]:
-    """Filter the lines that start in [start, end) into `part`: (rows read, rows kept)."""
+    """Copy the lines that start in [start, end) and pass the filters, byte for byte,
+    into `part`: (rows read, rows kept). pyarrow parses only the filter columns; the
+    kept lines are cut out of the original bytes, so values are never re-formatted."""
     with open(path, "rb") as handle:
         first = _line_start_at_or_after(handle, start)
         last = _line_start_at_or_after(handle, end)
@@ -130,17 +150,29 @@ def _filter_range(path: str, *, columns: list[str], start: int, end: int, filter
         return 0, 0
     with pa.memory_map(path) as mapped:
         mapped.seek(first)
-        table = _read_table(path, columns, mapped.read_buffer(last - first),
-                            {column: pa.float64() for column in filters})
-    rows_read = table.num_rows
-    if filters:
-        keep = [pc.greater_equal(table[column], minimum) for column, minimum in filters.items()]
-        mask = keep[0]
-        for condition in keep[1:]:
-            mask = pc.and_kleene(mask, condition)
-        table = table.filter(pc.fill_null(mask, False))
-    pacsv.write_csv(table, part, pacsv.WriteOptions(include_header=False))
-    return rows_read, table.num_rows
+        buffer = mapped.read_buffer(last - first)
+        data = np.frombuffer(buffer, dtype=np.uint8)
+        line_ends = np.flatnonzero(data == NEWLINE) + 1
+        if line_ends.size == 0 or line_ends[-1] != data.size:
+            line_ends = np.append(line_ends, data.size)
+        line_starts = np.concatenate(([0], line_ends[:-1]))
+        lengths = line_ends - line_starts
+        # pyarrow skips empty lines ("\n" or "\r\n"); so do we.
+        is_row = ~((lengths == 1) | ((lengths == 2) & (data[line_starts] == CARRIAGE_RETURN)))
+        rows = int(is_row.sum())
+        mask = _row_mask(path, buffer, columns, filters)
+        if mask is not None and mask.size != rows:
+            raise InvalidInput(f"CSV {path}: a quoted field spans lines near byte {first}; "
+                               "process_large_csv needs one record per line")
+        keep = is_row.copy()
+        if mask is not None:
+            keep[is_row] = mask
+        kept = data[np.repeat(keep, lengths)]
+    with open(part, "wb") as target:
+        target.write(kept.tobytes())
+        if kept.size and kept[-1] != NEWLINE:
+            target.write(b"\n")
+    return rows, int(keep.sum())
 
 
 @contextmanager
@@ -203,7 +235,7 @@ def _kind(data_type: pa.DataType) -> str:
 def _source_to_part(path: str, columns: list[str], part: str) -> tuple[int, dict[str, str]]:
     """Write a source's rows, in the output's column order, to `part`."""
     with pa.memory_map(path) as mapped:
-        table = _read_table(path, [], mapped.read_buffer(), {})
+        table = _read_table(path, mapped.read_buffer())
     table = table.select(columns)
     pacsv.write_csv(table, part, pacsv.WriteOptions(include_header=False))
     return table.num_rows, {name: _kind(table[name].type) for name in columns}
