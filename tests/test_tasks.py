@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -294,3 +295,16 @@ def test_bad_input_fails_at_once_with_the_reason(stack, training_csv, name, kwar
         outcome(result)
     assert result.state == "FAILURE"
     assert result.retries == 0
+
+
+def test_ray_lives_in_the_pool_children_never_in_the_prefork_parent(stack, training_csv):
+    outcome(run(stack, "tasks.ml_tasks.hyperparameter_search", param_grid=[{"max_depth": 2}],
+                dataset_path=str(training_csv)))
+    parent = stack.workers["ml"].pid
+
+    def loads_ray(pid: int) -> bool:
+        return "_raylet" in (Path(f"/proc/{pid}/maps")).read_text()
+
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    assert not loads_ray(parent)
+    assert any(loads_ray(int(child)) for child in children)
