@@ -1,0 +1,57 @@
+# The README's commands: `make up` runs the stack locally, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+PYTHON ?= python3
+
+.PHONY: help up down test lint unit molecule molecule-default molecule-cluster docker-engine base-image host-packages
+
+help:
+	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
+	@echo "make down     tear the local stack down"
+	@echo "make test     lint, unit tests and both Molecule scenarios (installs what it needs)"
+
+$(VENV)/.installed: requirements-dev.txt files/tasks/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+host-packages:
+	@command -v redis-server >/dev/null && command -v unshare >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server util-linux iproute2 >/dev/null; }
+	@# The unit tests start their own redis-server; Debian's packaged instance is not needed.
+	@systemctl disable --now redis-server >/dev/null 2>&1 || true
+
+docker-engine:
+	bash scripts/ensure-docker.sh
+
+base-image: docker-engine
+	bash scripts/build-base-image.sh
+
+lint: $(VENV)/.installed
+	ruff check .
+	yamllint --strict .
+	ansible-lint
+
+unit: $(VENV)/.installed host-packages
+	bash tests/run-in-netns.sh
+
+molecule-default: $(VENV)/.installed base-image
+	molecule test -s default
+
+molecule-cluster: $(VENV)/.installed base-image
+	molecule test -s cluster
+
+molecule: molecule-default molecule-cluster
+
+test: lint unit molecule
+
+up: $(VENV)/.installed base-image
+	bash scripts/local-stack.sh up
+
+down:
+	bash scripts/local-stack.sh down
