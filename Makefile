@@ -7,12 +7,13 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help up down test lint unit molecule molecule-default molecule-cluster docker-engine base-image host-packages
+.PHONY: help up down test lint unit molecule molecule-default molecule-cluster docker-engine base-image host-packages bench
 
 help:
 	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
 	@echo "make down     tear the local stack down"
 	@echo "make test     lint, unit tests and both Molecule scenarios (installs what it needs)"
+	@echo "make bench    the task benchmarks against plain pandas/polars/scikit-learn (QUICK=1: < 10 min)"
 
 $(VENV)/.installed: requirements-dev.txt files/tasks/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ molecule-cluster: $(VENV)/.installed base-image
 	molecule test -s cluster
 
 molecule: molecule-default molecule-cluster
+
+bench: $(VENV)/.installed host-packages
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	bash bench/run.sh $(if $(QUICK),--quick)
 
 test: lint unit molecule
 

@@ -1,0 +1,161 @@
+"""The stack the task benchmarks run through: redis-server, a Ray head (2 CPUs, token
+auth, a temp dir of the run's own) and one Celery worker per queue, started by this
+process inside the run's own network and PID namespace (bench/run.sh) and stopped by PID.
+
+Tasks go through real Celery workers, as users send them: the measured time is the
+client's, from send_task to the result, with the worker's Ray connection already made
+(the workers are warmed up before anything is timed).
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from tasks.client import make_client
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_PARENT = ROOT / "files"
+BIN = Path(sys.executable).parent
+RAY_CPUS = 2
+# (hostname prefix, queues, concurrency): one task at a time per queue, like the spec's ml
+# worker; the Ray cluster gets both cores.
+WORKERS = (("ml", "ml", 1), ("data", "data", 1))
+STARTUP_DEADLINE_SECONDS = 180
+RESULT_TIMEOUT_SECONDS = 3600
+
+
+def in_own_network_namespace() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], what: str) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # not up yet: refused connections, no reply
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{what} did not come up within {STARTUP_DEADLINE_SECONDS} s")
+
+
+class Stack:
+    """Use as a context manager; ``data_root`` is the one directory tasks may touch."""
+
+    def __init__(self, data_root: Path):
+        if not in_own_network_namespace():
+            raise SystemExit("the benchmark starts Ray: run it through bench/run.sh "
+                             "(its own loopback-only network and PID namespace)")
+        self.data_root = data_root
+        self.base = Path(tempfile.mkdtemp(prefix="bench-stack-"))
+        # Unix socket paths under Ray's temp dir must stay short: keep it directly in /tmp.
+        self.ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        self.redis: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.ray_started = False
+        token = self.base / "ray-token"
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        config = self.base / "tasks.json"
+        config.write_text(json.dumps({
+            "models_dir": str(data_root / "models"), "inbox_dir": str(data_root / "new"),
+            "processed_dir": str(data_root / "processed"),
+        }))
+        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+                        RAY_USAGE_STATS_ENABLED="0", TASKS_DATA_ROOTS=str(data_root),
+                        TASKS_CONFIG_FILE=str(config))
+
+    def __enter__(self) -> "Stack":
+        try:
+            self._start()
+        except BaseException:
+            self.stop(keep_logs=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type, *exc_info) -> None:
+        self.stop(keep_logs=exc_type is not None)
+
+    def _log(self, name: str):
+        return open(self.base / f"{name}.log", "ab")
+
+    def _start(self) -> None:
+        password = secrets.token_hex(16)
+        redis_port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+             "--requirepass", password, "--save", "", "--appendonly", "no",
+             "--dir", str(self.base)],
+            stdout=self._log("redis"), stderr=subprocess.STDOUT,
+        )
+        wait_for(redis.Redis(port=redis_port, password=password).ping, "redis-server")
+        ray_port = free_port()
+        self.ray_started = True
+        subprocess.run(
+            [str(BIN / "ray"), "start", "--head", f"--port={ray_port}",
+             f"--num-cpus={RAY_CPUS}", "--node-ip-address=127.0.0.1",
+             f"--temp-dir={self.ray_temp}", "--include-dashboard=false",
+             "--disable-usage-stats", f"--object-store-memory={2 * 1024**3}"],
+            env=self.env, check=True, stdout=self._log("ray"), stderr=subprocess.STDOUT,
+        )
+        url = f"redis://:{password}@127.0.0.1:{redis_port}"
+        self.env.update(CELERY_BROKER_URL=f"{url}/0", CELERY_RESULT_BACKEND=f"{url}/1",
+                        RAY_ADDRESS=f"127.0.0.1:{ray_port}")
+        self.client = make_client(f"{url}/0", f"{url}/1")
+        for name, queues, concurrency in WORKERS:
+            self.workers.append(subprocess.Popen(
+                [str(BIN / "celery"), "-A", "tasks", "worker", f"--queues={queues}",
+                 f"--concurrency={concurrency}", f"--hostname={name}@%h", "--loglevel=INFO"],
+                cwd=PACKAGE_PARENT, env=self.env, stdout=self._log(f"worker-{name}"),
+                stderr=subprocess.STDOUT,
+            ))
+            hostname = f"{name}@{socket.gethostname()}"
+            wait_for(lambda host=hostname: self.client.control.ping([host], timeout=1),
+                     f"Celery worker {hostname}")
+
+    def run(self, task: str, **kwargs: Any) -> tuple[float, dict]:
+        """Send a task by name (routed to its queue) and wait: (seconds, result)."""
+        start = time.perf_counter()
+        result = self.client.send_task(task, kwargs=kwargs).get(timeout=RESULT_TIMEOUT_SECONDS)
+        return time.perf_counter() - start, result
+
+    def stop(self, keep_logs: bool = False) -> None:
+        """Warm shutdown of the workers (SIGTERM), then Ray, then Redis."""
+        for process in self.workers:
+            process.send_signal(signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self.ray_started:
+            # Only this PID namespace's Ray is visible to `ray stop`.
+            subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, check=False,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.redis:
+            self.redis.terminate()
+            self.redis.wait()
+        shutil.rmtree(self.ray_temp, ignore_errors=True)
+        if keep_logs:
+            print(f"the stack's logs are kept in {self.base}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
