@@ -44,6 +44,8 @@ def test_grid_search_runs_one_ray_task_per_combination_and_fold(dataset):
     assert result["ray_tasks"] == 12 == progress[-1]
     assert [entry["params"] for entry in result["results"]] == grid
     assert all(len(entry["fold_scores"]) == 3 for entry in result["results"])
+    # The run's own Ray cluster is one node on loopback (tests/run-in-netns.sh).
+    assert all(entry["nodes"] == ["127.0.0.1"] for entry in result["results"])
     best = max(result["results"], key=lambda entry: entry["mean_score"])
     assert (result["best_params"], result["best_score"]) == (best["params"], best["mean_score"])
     assert result["best_params"]["max_depth"] is None

@@ -202,7 +202,8 @@ def _score_fold(data, *, regression: bool, params: dict, train_rows, test_rows, 
         lambda: model.fit(features.iloc[train_rows], target.iloc[train_rows]),
         f"parameters {params}",
     )
-    return float(model.score(features.iloc[test_rows], target.iloc[test_rows]))
+    score = float(model.score(features.iloc[test_rows], target.iloc[test_rows]))
+    return score, ray.util.get_node_ip_address()
 
 
 def grid_search(
@@ -212,6 +213,7 @@ def grid_search(
     """Cross-validate every combination: one Ray task per (combination, fold).
 
     The dataset goes into Ray's object store once and every task reads it from there.
+    Each combination reports the addresses of the Ray nodes its folds ran on.
     """
     grid = validate_grid(param_grid)
     if not isinstance(cv, int) or isinstance(cv, bool) or cv < 2:
@@ -228,12 +230,12 @@ def grid_search(
         for params in grid
         for train, test in folds
     ]
-    scores = gather(refs, progress)
+    folds_done = gather(refs, progress)
     results = []
     for index, params in enumerate(grid):
-        fold_scores = scores[index * cv:(index + 1) * cv]
+        fold_scores, fold_nodes = zip(*folds_done[index * cv:(index + 1) * cv], strict=True)
         results.append({"params": params, "mean_score": float(np.mean(fold_scores)),
-                        "fold_scores": fold_scores})
+                        "fold_scores": list(fold_scores), "nodes": sorted(set(fold_nodes))})
     best = max(results, key=lambda result: result["mean_score"])
     return {
         "best_params": best["params"],

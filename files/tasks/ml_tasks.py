@@ -44,7 +44,8 @@ def hyperparameter_search(self, param_grid=None, dataset_path=None, target="targ
     """Cross-validate every combination of param_grid on Ray, one task per fold.
 
     Returns best_params, best_score (mean CV score) and results: every combination's
-    params, mean_score and fold_scores.
+    params, mean_score, fold_scores and nodes (the addresses of the Ray nodes its folds
+    ran on).
     """
     from tasks import ml
 
