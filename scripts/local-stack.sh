@@ -26,8 +26,9 @@ up() {
   if ! container_running; then
     # Forget whatever Molecule remembers of an earlier container that is gone or stopped.
     molecule destroy -s "$scenario"
-    molecule create -s "$scenario"
   fi
+  # Skipped by Molecule when it made the container already.
+  molecule create -s "$scenario"
   # Writes the demo data once per container (Molecule skips it when already prepared): a
   # second run would hand /datasets back to root until the converge corrects it.
   molecule prepare -s "$scenario"
