@@ -1,0 +1,137 @@
+"""Two hosts converged by playbooks/site.yml: the head and a second Ray and Celery node.
+
+The services of each host are checked inside it; the cluster as a whole (Ray's node
+list, the Celery workers answering, a hyperparameter search spread over both nodes) is
+checked from the controller with the documented client, as a user would.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(PROJECT / "files"))
+
+from tasks.client import make_client  # noqa: E402
+
+SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
+GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
+QUEUES = [queue["name"] for queue in GROUP_VARS["celery_worker_queues"]]
+HEAD, NODE = "celery-ray-cluster-head", "celery-ray-cluster-node"
+ADDRESSES = {HEAD: "172.30.0.20", NODE: "172.30.0.21"}
+HEAD_ADDRESS = ADDRESSES[HEAD]
+EXPECTED_WORKERS = {f"{queue}@{host}" for queue in QUEUES for host in ADDRESSES}
+WORKER_UNITS = [f"celery-worker@{queue}.service" for queue in QUEUES]
+HEAD_ONLY_UNITS = ["redis-server@celery.service", "celery-beat.service", "flower.service",
+                   "ray-head.service"]
+# Ports of the head's services: Redis, Ray's GCS, Flower, Ray's dashboard.
+HEAD_ONLY_PORTS = [6380, 6379, 5555, 8265]
+# 12 combinations x 3 folds = 36 one-CPU Ray tasks, more than the 2 + 2 CPUs of the cluster.
+GRID = [{"n_estimators": n, "max_depth": d} for n in (20, 40, 80) for d in (2, 4, 8, None)]
+RESULT_TIMEOUT_SECONDS = 600
+WORKERS_DEADLINE_SECONDS = 120
+
+
+@pytest.fixture(scope="module", params=[HEAD, NODE])
+def any_host(request):
+    return connect(request, request.param)
+
+
+@pytest.fixture(scope="module")
+def head(request):
+    return connect(request, HEAD)
+
+
+@pytest.fixture(scope="module")
+def node(request):
+    return connect(request, NODE)
+
+
+def connect(request, name):
+    return testinfra.get_host(f"ansible://{name}",
+                              ansible_inventory=request.config.option.ansible_inventory)
+
+
+@pytest.fixture(scope="module")
+def client():
+    password = SECRETS["vault_redis_password"]
+    app = make_client(f"redis://:{password}@{HEAD_ADDRESS}:6380/0",
+                      f"redis://:{password}@{HEAD_ADDRESS}:6380/1")
+    yield app
+    app.close()
+
+
+def listening_ports(host):
+    lines = host.check_output("ss -Hltn").splitlines()
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in lines}
+
+
+@pytest.mark.parametrize("unit", [*WORKER_UNITS, "celery-ray.target"])
+def test_both_hosts_run_the_celery_workers(any_host, unit):
+    service = any_host.service(unit)
+    assert service.is_enabled
+    assert service.is_running
+
+
+def test_node_runs_a_ray_worker_node(node):
+    service = node.service("ray-worker.service")
+    assert service.is_enabled
+    assert service.is_running
+
+
+@pytest.mark.parametrize("unit", HEAD_ONLY_UNITS)
+def test_node_runs_none_of_the_head_services(head, node, unit):
+    assert head.service(unit).is_running
+    assert not node.file(f"/etc/systemd/system/{unit}").exists
+    assert not node.service(unit).is_running
+
+
+def test_node_listens_on_none_of_the_head_ports(node):
+    assert listening_ports(node) & set(HEAD_ONLY_PORTS) == set()
+
+
+def test_node_points_at_the_head(node):
+    env = node.file("/etc/celery-ray/celery.env").content_string
+    assert f"@{HEAD_ADDRESS}:6380/0" in env
+    assert f"@{HEAD_ADDRESS}:6380/1" in env
+    assert f"RAY_ADDRESS={HEAD_ADDRESS}:6379" in env
+
+
+def test_ray_sees_both_nodes_alive(head):
+    # The state API as the service user, with the token the stack's processes use.
+    listing = head.check_output(
+        "sudo -u celery bash -c 'set -a && . /etc/celery-ray/celery.env && "
+        "exec /opt/celery-ray/venv/bin/ray list nodes --format=json'"
+    )
+    nodes = {entry["node_ip"]: entry["state"] for entry in json.loads(listing)}
+    assert nodes == {HEAD_ADDRESS: "ALIVE", ADDRESSES[NODE]: "ALIVE"}
+
+
+def answering_workers(client):
+    """Names of the workers answering a ping, once every expected one does (or the deadline)."""
+    deadline = time.monotonic() + WORKERS_DEADLINE_SECONDS
+    while True:
+        answered = set(client.control.inspect(timeout=5).ping() or {})
+        if answered >= EXPECTED_WORKERS or time.monotonic() > deadline:
+            return answered
+
+
+def test_celery_workers_of_both_hosts_share_the_head_broker(client):
+    assert answering_workers(client) == EXPECTED_WORKERS
+
+
+def test_hyperparameter_search_runs_on_both_ray_nodes(client):
+    result = client.send_task(
+        "tasks.ml_tasks.hyperparameter_search",
+        kwargs={"param_grid": GRID, "dataset_path": "/datasets/training_data.csv"},
+    ).get(timeout=RESULT_TIMEOUT_SECONDS)
+    assert [entry["params"] for entry in result["results"]] == GRID
+    assert result["ray_tasks"] == len(GRID) * 3
+    assert result["best_params"] in GRID
+    used = {node for entry in result["results"] for node in entry["nodes"]}
+    assert used == set(ADDRESSES.values())
