@@ -1,19 +1,10 @@
 """The stack converged by playbooks/site.yml, seen from inside the container."""
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
+from scenario import CELERY_UNITS, GROUP_VARS, NODE_ADDRESS, QUEUES, SECRETS, main_pid, pool_size
 
-PROJECT = Path(__file__).resolve().parents[3]
-GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
-SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
-QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
-NODE_ADDRESS = "172.30.0.10"
-
-WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
-CELERY_UNITS = [*WORKER_UNITS, "celery-beat.service", "flower.service"]
 STACK_UNITS = ["redis-server@celery.service", "ray-head.service", *CELERY_UNITS]
 
 
@@ -26,10 +17,6 @@ def listeners(host, port):
         cgroup = next(field for field in fields if field.startswith("cgroup:"))
         found.append((address, cgroup.rsplit("/", 1)[-1]))
     return found
-
-
-def main_pid(host, unit):
-    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
 
 
 @pytest.mark.parametrize("unit", [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target"])
@@ -118,8 +105,7 @@ def test_beat_schedule_from_group_vars_reached_the_host(host):
 def test_worker_runs_the_queue_table_concurrency(host, queue):
     env = host.file(f"/etc/celery-ray/workers/{queue}.env").content_string
     assert f"CELERY_WORKER_CONCURRENCY={QUEUES[queue]}" in env
-    pool = host.check_output(f"pgrep -P {main_pid(host, f'celery-worker@{queue}.service')}").split()
-    assert len(pool) == QUEUES[queue]
+    assert pool_size(host, f"celery-worker@{queue}.service") == QUEUES[queue]
 
 
 def test_default_worker_also_consumes_celery_queue(host):

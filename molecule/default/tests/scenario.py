@@ -1,0 +1,102 @@
+"""What the default scenario's tests share: its settings, and helpers to wait and deploy."""
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[3]
+GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
+SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
+QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
+
+# molecule.yml: the container's name (also its hostname) and fixed address.
+CONTAINER = "celery-ray-default"
+NODE_ADDRESS = "172.30.0.10"
+REDIS_PORT = GROUP_VARS["redis_port"]
+BROKER_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/0"
+BACKEND_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/1"
+FLOWER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}"
+
+WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
+CELERY_UNITS = [*WORKER_UNITS, "celery-beat.service", "flower.service"]
+
+# The model the spec's batch prediction example reads (conftest.trained_model trains it).
+TRAINED_MODEL = "/models/trained_model.pkl"
+
+# Every wait below is for something to happen at all, not a speed requirement.
+DEADLINE_SECONDS = 300
+
+
+def worker_name(queue: str) -> str:
+    return f"{queue}@{CONTAINER}"
+
+
+def main_pid(host, unit: str) -> int:
+    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+
+
+def pool_size(host, unit: str) -> int:
+    """Number of prefork pool processes: the children of the worker's main process."""
+    return len(host.run(f"pgrep -P {main_pid(host, unit)}").stdout.split())
+
+
+def wait_for(condition: Callable[[], bool], what: str,
+             deadline_seconds: float = DEADLINE_SECONDS) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {deadline_seconds} s")
+        time.sleep(1)
+
+
+def wait_for_workers(client) -> None:
+    """Until every queue's worker answers a ping (after a deploy restarted them)."""
+    expected = {worker_name(queue) for queue in QUEUES}
+    wait_for(lambda: {name for reply in client.control.ping(timeout=5) for name in reply}
+             >= expected, "every worker answering a ping")
+
+
+def molecule_inventory() -> Path:
+    """The inventory Molecule wrote for this scenario (with the linked group_vars/host_vars)."""
+    inventory_file = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if not inventory_file:
+        raise RuntimeError("MOLECULE_INVENTORY_FILE is not set: run these tests with "
+                           "`molecule verify -s default`")
+    return Path(inventory_file).parent
+
+
+def run_playbook(project: Path, playbook: str, *args: str) -> str:
+    """Run one of the project's playbooks against the scenario's container, never production."""
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(project / "roles")}
+    command = [str(Path(sys.executable).parent / "ansible-playbook"),
+               "-i", str(molecule_inventory()), str(project / playbook), *args]
+    completed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True,
+                               check=False)
+    assert completed.returncode == 0, (
+        f"{' '.join(command[2:])} failed:\n{completed.stdout[-4000:]}\n{completed.stderr[-2000:]}"
+    )
+    return completed.stdout
+
+
+def csv_lines(container, path):
+    return container.file(path).content_string.splitlines()
+
+
+def rows_at_or_above(container, path, column, minimum):
+    """The input's lines a filter {column: minimum} keeps, in their order."""
+    header, *rows = csv_lines(container, path)
+    index = next(csv.reader([header])).index(column)
+    return [row for row in rows if float(next(csv.reader([row]))[index]) >= minimum]
+
+
+def assert_model_file(container, path):
+    model = container.file(path)
+    assert model.exists
+    assert model.user == "celery"
+    assert model.size > 0
