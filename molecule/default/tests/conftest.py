@@ -1,0 +1,46 @@
+"""Fixtures of the end-to-end tests: clients on this controller, the container, a model."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import testinfra
+from celery import Celery
+from scenario import BACKEND_URL, BROKER_URL, CONTAINER, DEADLINE_SECONDS, PROJECT, TRAINED_MODEL
+
+sys.path.insert(0, str(PROJECT / "files"))
+
+from tasks.client import make_client
+
+
+@pytest.fixture(scope="session")
+def container():
+    """The converged container through `docker exec` (quicker than Ansible per command)."""
+    return testinfra.get_host(f"docker://{CONTAINER}")
+
+
+@pytest.fixture(scope="session")
+def bare_client():
+    """The spec's own client: no routes, no queues, Celery's defaults."""
+    app = Celery(broker=BROKER_URL, backend=BACKEND_URL)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def client():
+    """The documented client, tasks.client.make_client."""
+    app = make_client(BROKER_URL, BACKEND_URL)
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def trained_model(client):
+    """The model the spec's batch prediction example reads, trained by distributed_training."""
+    result = client.send_task("tasks.ml_tasks.distributed_training", kwargs={
+        "model_config": {"n_estimators": 100, "max_depth": 20, "num_partitions": 4,
+                         "name": Path(TRAINED_MODEL).stem},
+        "dataset_path": "/datasets/training_data.csv",
+    })
+    return result, result.get(timeout=DEADLINE_SECONDS)
