@@ -45,6 +45,7 @@ up() {
 
 down() {
   rm -f "$env_file"
+  rmdir "$(dirname "$env_file")" 2>/dev/null || true
   molecule destroy -s "$scenario"
   if docker container inspect "$container" >/dev/null 2>&1 || docker network inspect "$network" >/dev/null 2>&1; then
     echo "$container or the network $network is still there: see docker ps -a / docker network ls." >&2
