@@ -32,6 +32,7 @@ RAY_CPUS = 2
 # worker; the Ray cluster gets both cores.
 WORKERS = (("ml", "ml", 1), ("data", "data", 1))
 STARTUP_DEADLINE_SECONDS = 180
+RAY_START_ATTEMPTS = 3
 RESULT_TIMEOUT_SECONDS = 3600
 
 
@@ -107,15 +108,7 @@ class Stack:
             stdout=self._log("redis"), stderr=subprocess.STDOUT,
         )
         wait_for(redis.Redis(port=redis_port, password=password).ping, "redis-server")
-        ray_port = free_port()
-        self.ray_started = True
-        subprocess.run(
-            [str(BIN / "ray"), "start", "--head", f"--port={ray_port}",
-             f"--num-cpus={RAY_CPUS}", "--node-ip-address=127.0.0.1",
-             f"--temp-dir={self.ray_temp}", "--include-dashboard=false",
-             "--disable-usage-stats", f"--object-store-memory={2 * 1024**3}"],
-            env=self.env, check=True, stdout=self._log("ray"), stderr=subprocess.STDOUT,
-        )
+        ray_port = self._start_ray()
         url = f"redis://:{password}@127.0.0.1:{redis_port}"
         self.env.update(CELERY_BROKER_URL=f"{url}/0", CELERY_RESULT_BACKEND=f"{url}/1",
                         RAY_ADDRESS=f"127.0.0.1:{ray_port}")
@@ -130,6 +123,31 @@ class Stack:
             hostname = f"{name}@{socket.gethostname()}"
             wait_for(lambda host=hostname: self.client.control.ping([host], timeout=1),
                      f"Celery worker {hostname}")
+
+    def _start_ray(self) -> int:
+        """Start the Ray head; on a loaded machine its raylet can miss `ray start`'s fixed
+        30 s registration deadline, so a failed start is cleaned up and tried again."""
+        self.ray_started = True
+        for attempt in range(1, RAY_START_ATTEMPTS + 1):
+            port = free_port()
+            started = subprocess.run(
+                [str(BIN / "ray"), "start", "--head", f"--port={port}",
+                 f"--num-cpus={RAY_CPUS}", "--node-ip-address=127.0.0.1",
+                 f"--temp-dir={self.ray_temp}", "--include-dashboard=false",
+                 "--disable-usage-stats", f"--object-store-memory={2 * 1024**3}"],
+                env=self.env, check=False, stdout=self._log("ray"), stderr=subprocess.STDOUT,
+            )
+            if started.returncode == 0:
+                return port
+            self._stop_ray()
+            print(f"ray start failed (attempt {attempt} of {RAY_START_ATTEMPTS}); "
+                  f"see {self.base / 'ray.log'}", file=sys.stderr)
+        raise RuntimeError(f"the Ray head did not start; see {self.base / 'ray.log'}")
+
+    def _stop_ray(self) -> None:
+        # Only this PID namespace's Ray is visible to `ray stop`.
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def run(self, task: str, **kwargs: Any) -> tuple[float, dict]:
         """Send a task by name (routed to its queue) and wait: (seconds, result)."""
@@ -148,9 +166,7 @@ class Stack:
                 process.kill()
                 process.wait()
         if self.ray_started:
-            # Only this PID namespace's Ray is visible to `ray stop`.
-            subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, check=False,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._stop_ray()
         if self.redis:
             self.redis.terminate()
             self.redis.wait()
