@@ -1,6 +1,5 @@
 """Repetitions, their summary, and peak memory summed over a set of processes."""
 
-import os
 import statistics
 import threading
 import time
@@ -47,8 +46,11 @@ def proportional_set_size(pids: Iterable[int]) -> int:
 
 
 def namespace_pids_but_mine() -> list[int]:
-    """Every process of the run's PID namespace except this benchmark driver."""
-    return [pid for pid in psutil.pids() if pid != os.getpid()]
+    """Every process of the run's PID namespace except this benchmark driver and its
+    children (the process pool GridSearchCV leaves behind, the pandas/polars processes)."""
+    driver = psutil.Process()
+    mine = {driver.pid, *(child.pid for child in driver.children(recursive=True))}
+    return [pid for pid in psutil.pids() if pid not in mine]
 
 
 def process_tree(pid: int) -> Callable[[], list[int]]:
