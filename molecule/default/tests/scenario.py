@@ -16,8 +16,8 @@ SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets
 QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
 
 # molecule.yml: the container's name (also its hostname) and fixed address.
-CONTAINER = "celery-ray-default"
-NODE_ADDRESS = "172.30.0.10"
+CONTAINER = os.environ.get("CELERY_RAY_DEFAULT_CONTAINER", "celery-ray-default")
+NODE_ADDRESS = os.environ.get("CELERY_RAY_DEFAULT_ADDRESS", "172.30.0.10")
 REDIS_PORT = GROUP_VARS["redis_port"]
 BROKER_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/0"
 BACKEND_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/1"
