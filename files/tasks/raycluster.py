@@ -51,7 +51,7 @@ def ensure_ray():
         # with logging proxies that have none.
         with redirect_stdout(sys.__stdout__), redirect_stderr(sys.__stderr__):
             ray.init(
-            address=address,
+                address=address,
                 runtime_env={"py_modules": [os.path.dirname(os.path.abspath(__file__))]},
                 log_to_driver=False,
                 logging_level="WARNING",
