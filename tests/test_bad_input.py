@@ -14,71 +14,73 @@ from tasks.errors import InvalidInput
 
 ML, DATA, SIMPLE = "tasks.ml_tasks", "tasks.data_tasks", "tasks.simple_tasks"
 HUGE = 10**9
+TRAIN = "{datasets}/bad-train.csv"
 FIFTY_MB = 50 * 1000 * 1000
 
 
-def csv_task(transformations, file="transactions.csv"):
+def csv_task(transformations, file="bad-transactions.csv"):
     """process_large_csv of a file under {datasets}."""
     return (f"{DATA}.process_large_csv",
-            {"file_path": f"{{datasets}}/{file}", "output_path": "{datasets}/out/o.csv",
+            {"file_path": f"{{datasets}}/{file}", "output_path": "{datasets}/bad-out/o.csv",
              "transformations": transformations})
 
 
-def training(**model_config):
+def train_on(dataset_path, **model_config):
     return (f"{ML}.distributed_training",
-            {"dataset_path": "{datasets}/train.csv", "model_config": model_config})
+            {"dataset_path": dataset_path, "model_config": model_config})
 
 
 def predictions(model_path):
     return (f"{ML}.batch_predictions",
-            {"model_path": model_path, "data_batches": ["{datasets}/batch.csv"]})
+            {"model_path": model_path, "data_batches": ["{datasets}/bad-batch.csv"]})
 
 
 def search(param_grid):
     return (f"{ML}.hyperparameter_search",
-            {"param_grid": param_grid, "dataset_path": "{datasets}/train.csv"})
+            {"param_grid": param_grid, "dataset_path": TRAIN})
 
 
 ROWS = {
     # Paths: every path argument must resolve (.. collapsed, symlinks followed) under the
     # data roots; a model must resolve under models_dir.
-    "path-absolute": ((f"{ML}.distributed_training", {"dataset_path": "/etc/hostname"}),
+    "path-absolute": (train_on("/etc/hostname"),
                       "'/etc/hostname' resolves to /etc/hostname, outside the data roots"),
     "path-dotdot": (predictions("{datasets}/../../../../etc/passwd"),
                     "outside the data roots"),
-    "path-symlink": (csv_task({}, file="escape.csv"), "outside the data roots"),
+    "path-symlink": (csv_task({}, file="bad-escape.csv"), "outside the data roots"),
     "path-symlinked-dir": ((f"{DATA}.aggregate_data",
-                            {"data_sources": ["{datasets}/escape-dir/hostname"],
-                             "output_path": "{datasets}/out/a.csv"}),
+                            {"data_sources": ["{datasets}/bad-escape-dir/hostname"],
+                             "output_path": "{datasets}/bad-out/a.csv"}),
                            "outside the data roots"),
     "path-output-outside": ((f"{DATA}.process_large_csv",
-                             {"file_path": "{datasets}/transactions.csv",
+                             {"file_path": "{datasets}/bad-transactions.csv",
                               "output_path": "/tmp/stolen.csv"}),
                             "output_path '/tmp/stolen.csv' resolves to .*outside the data roots"),
-    "missing-file": ((f"{ML}.distributed_training", {"dataset_path": "{datasets}/nope.csv"}),
+    "missing-file": (train_on("{datasets}/bad-nope.csv"),
                      "dataset_path '.*nope.csv' does not exist"),
-    "missing-file-csv": (csv_task({}, file="nope.csv"), "file_path '.*nope.csv' does not exist"),
-    "empty-csv": (csv_task({}, file="empty.csv"), "empty.csv is empty: it needs a header line"),
-    "empty-dataset": ((f"{ML}.distributed_training", {"dataset_path": "{datasets}/empty.csv"}),
-                      r"empty.csv is empty \(no header, no rows\)"),
-    "header-only-csv": (csv_task({}, file="header-only.csv"), "has a header but no data rows"),
-    "garbled-line-csv": (csv_task({"filter": {"amount": 100}}, file="garbled.csv"),
+    "missing-file-csv": (csv_task({}, file="bad-nope.csv"),
+                         "file_path '.*nope.csv' does not exist"),
+    "empty-csv": (csv_task({}, file="bad-empty.csv"),
+                  "bad-empty.csv is empty: it needs a header line"),
+    "empty-dataset": (train_on("{datasets}/bad-empty.csv"),
+                      r"bad-empty.csv is empty \(no header, no rows\)"),
+    "header-only-csv": (csv_task({}, file="bad-header-only.csv"), "has a header but no data rows"),
+    "garbled-line-csv": (csv_task({"filter": {"amount": 100}}, file="bad-garbled.csv"),
                          "CSV parse error: Expected 3 columns, got 5: 2,120,b,extra,junk"),
-    "garbled-line-dataset": ((f"{ML}.distributed_training",
-                              {"dataset_path": "{datasets}/garbled.csv"}),
+    "garbled-line-dataset": (train_on("{datasets}/bad-garbled.csv"),
                              "not a readable CSV: .*Expected 3 fields in line 3, saw 5"),
-    "non-numeric-amount": (csv_task({"filter": {"amount": 100}}, file="amount-text.csv"),
+    "non-numeric-amount": (csv_task({"filter": {"amount": 100}}, file="bad-amount-text.csv"),
                            "column 'amount': CSV conversion error to double: "
                            "invalid value 'twelve'"),
     "non-numeric-minimum": (csv_task({"filter": {"amount": "100"}}),
                             "filter minimum for 'amount' must be a number, got '100'"),
     "unknown-filter-column": (csv_task({"filter": {"price": 100}}),
                               r"filter column 'price' is not in the CSV \(columns: \['id'"),
-    "unknown-target-column": (training(target="price"),
+    "unknown-target-column": (train_on(TRAIN, target="price"),
                               "target column 'price' not in the dataset"),
     "schema-mismatch": ((f"{DATA}.aggregate_data",
-                         {"data_sources": ["{datasets}/train.csv", "{datasets}/other.csv"],
-                          "output_path": "{datasets}/out/a.csv"}),
+                         {"data_sources": [TRAIN, "{datasets}/bad-other.csv"],
+                          "output_path": "{datasets}/bad-out/a.csv"}),
                         "schema mismatch: .*other.csv lacks"),
     "grid-empty": (search([]), r"param_grid must be a non-empty list of parameter dicts, got \[\]"),
     "grid-not-a-list": (search("max_depth=3"), "param_grid must be a non-empty list"),
@@ -91,12 +93,12 @@ ROWS = {
                        r"in the range \[1, inf\) or None. Got -4"),
     "grid-huge-forest": (search([{"n_estimators": HUGE}]),
                          rf"param_grid\[0\]\['n_estimators'\] is {HUGE}; at most 10000"),
-    "num-partitions-0": (training(num_partitions=0),
+    "num-partitions-0": (train_on(TRAIN, num_partitions=0),
                          r"model_config\['num_partitions'\] must be an integer from 1 to 1024, "
                          "got 0"),
-    "num-partitions-negative": (training(num_partitions=-3), "from 1 to 1024, got -3"),
-    "num-partitions-huge": (training(num_partitions=HUGE), f"from 1 to 1024, got {HUGE}"),
-    "n-estimators-huge": (training(n_estimators=HUGE),
+    "num-partitions-negative": (train_on(TRAIN, num_partitions=-3), "from 1 to 1024, got -3"),
+    "num-partitions-huge": (train_on(TRAIN, num_partitions=HUGE), f"from 1 to 1024, got {HUGE}"),
+    "n-estimators-huge": (train_on(TRAIN, n_estimators=HUGE),
                           rf"model_config\['n_estimators'\] must be an integer from 1 to "
                           rf"10000, got {HUGE}"),
     "num-chunks-0": (csv_task({"num_chunks": 0}),
@@ -104,17 +106,17 @@ ROWS = {
     "num-chunks-negative": (csv_task({"num_chunks": -2}), "from 1 to 1024, got -2"),
     "num-chunks-huge": (csv_task({"num_chunks": HUGE}), f"from 1 to 1024, got {HUGE}"),
     "num-chunks-not-a-number": (csv_task({"num_chunks": "10"}), "from 1 to 1024, got '10'"),
-    "model-not-a-pickle": (predictions("{models}/not-a-model.pkl"),
-                           "not-a-model.pkl cannot be loaded .*use a model file saved by "
+    "model-not-a-pickle": (predictions("{models}/bad-not-a-model.pkl"),
+                           "bad-not-a-model.pkl cannot be loaded .*use a model file saved by "
                            "distributed_training"),
-    "model-pickle-of-no-model": (predictions("{models}/a-dict.pkl"),
-                                 r"a-dict.pkl is not a model trained on named features"),
-    "model-outside-models-dir": (predictions("{datasets}/model.pkl"),
+    "model-pickle-of-no-model": (predictions("{models}/bad-a-dict.pkl"),
+                                 r"bad-a-dict.pkl is not a model trained on named features"),
+    "model-outside-models-dir": (predictions("{datasets}/bad-model.pkl"),
                                  "outside the models dir .*models_dir.*unpickled only from"),
-    "model-symlink-out-of-models-dir": (predictions("{models}/link.pkl"),
+    "model-symlink-out-of-models-dir": (predictions("{models}/bad-link.pkl"),
                                         "outside the models dir"),
     "no-batches": ((f"{ML}.batch_predictions",
-                    {"model_path": "{models}/a-dict.pkl", "data_batches": []}),
+                    {"model_path": "{models}/bad-a-dict.pkl", "data_batches": []}),
                    r"data_batches must be a non-empty list of CSV paths, got \[\]"),
     "notification-level": ((f"{SIMPLE}.send_notification", {"message": "x", "level": "loud"}),
                            r"level 'loud' is not one of \['debug'"),
@@ -140,21 +142,21 @@ def assert_worker_answers(stack, worker: str) -> None:
 @pytest.fixture(scope="module")
 def bad_files(stack):
     datasets, models = stack.datasets, stack.models
-    classification_frame(200, seed=4).to_csv(datasets / "train.csv", index=False)
+    classification_frame(200, seed=4).to_csv(datasets / "bad-train.csv", index=False)
     classification_frame(10, seed=5).drop(columns="target").to_csv(
-        datasets / "batch.csv", index=False)
-    transactions_frame(50).to_csv(datasets / "transactions.csv", index=False)
-    (datasets / "empty.csv").write_text("")
-    (datasets / "header-only.csv").write_text("id,amount,note\n")
-    (datasets / "garbled.csv").write_text("id,amount,note\n1,150,a\n2,120,b,extra,junk\n")
-    (datasets / "amount-text.csv").write_text("id,amount\n1,150\n2,twelve\n")
-    (datasets / "other.csv").write_text("a,b\n1,2\n")
-    (datasets / "escape.csv").symlink_to("/etc/hostname")
-    (datasets / "escape-dir").symlink_to("/etc")
-    (models / "not-a-model.pkl").write_text("id,amount\n1,2\n")
-    joblib.dump({"weights": [1, 2, 3]}, models / "a-dict.pkl")
-    joblib.dump({"weights": [1, 2, 3]}, datasets / "model.pkl")
-    (models / "link.pkl").symlink_to(datasets / "model.pkl")
+        datasets / "bad-batch.csv", index=False)
+    transactions_frame(50).to_csv(datasets / "bad-transactions.csv", index=False)
+    (datasets / "bad-empty.csv").write_text("")
+    (datasets / "bad-header-only.csv").write_text("id,amount,note\n")
+    (datasets / "bad-garbled.csv").write_text("id,amount,note\n1,150,a\n2,120,b,extra,junk\n")
+    (datasets / "bad-amount-text.csv").write_text("id,amount\n1,150\n2,twelve\n")
+    (datasets / "bad-other.csv").write_text("a,b\n1,2\n")
+    (datasets / "bad-escape.csv").symlink_to("/etc/hostname")
+    (datasets / "bad-escape-dir").symlink_to("/etc")
+    (models / "bad-not-a-model.pkl").write_text("id,amount\n1,2\n")
+    joblib.dump({"weights": [1, 2, 3]}, models / "bad-a-dict.pkl")
+    joblib.dump({"weights": [1, 2, 3]}, datasets / "bad-model.pkl")
+    (models / "bad-link.pkl").symlink_to(datasets / "bad-model.pkl")
     return stack
 
 
