@@ -65,7 +65,7 @@ def test_kept_rows_are_the_input_bytes_quotes_and_line_ends_included(stack, ray_
     ("id,amount\n1,5\n2,abc\n", {"filter": {"amount": 1}},
      "column 'amount': CSV conversion error to double: invalid value 'abc'"),
     ("id,amount\n1,5\n", {"filter": {"amount": "100"}}, "must be a number"),
-    ("id,amount\n1,5\n", {"num_chunks": 0}, "num_chunks must be a positive integer"),
+    ("id,amount\n1,5\n", {"num_chunks": 0}, "num_chunks must be an integer from 1 to 1024, got 0"),
     ("id,amount\n1,5\n", {"sort": "amount"}, "unknown transformations ['sort']"),
     ('id,note,amount\n1,"two\nlines",150\n', {"filter": {"amount": 1}, "num_chunks": 1},
      "a quoted field spans lines"),

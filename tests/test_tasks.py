@@ -21,7 +21,7 @@ from conftest import (
     wait_for,
 )
 from tasks.base import enqueue_once
-from tasks.errors import InvalidInput, TransientError
+from tasks.errors import TransientError
 
 
 def run(stack, name, **kwargs):
@@ -238,63 +238,6 @@ def test_cleanup_removes_old_outputs_and_unexpiring_results(stack):
     assert not old.exists() and recent.exists()
     assert (backend.exists("celery-task-meta-ancient"),
             backend.exists("celery-task-meta-young")) == (0, 1)
-
-
-BAD_INPUTS = [
-    ("tasks.ml_tasks.distributed_training", {"dataset_path": "{datasets}/missing.csv"},
-     "dataset_path '.*missing.csv' does not exist"),
-    ("tasks.ml_tasks.distributed_training", {"dataset_path": "{datasets}/empty.csv"},
-     "is empty"),
-    ("tasks.ml_tasks.distributed_training",
-     {"dataset_path": "{datasets}/tasks-train.csv", "model_config": {"target": "price"}},
-     "target column 'price' not in the dataset"),
-    ("tasks.ml_tasks.distributed_training", {"dataset_path": "/etc/hostname"},
-     "outside the data roots"),
-    ("tasks.ml_tasks.hyperparameter_search",
-     {"dataset_path": "{datasets}/tasks-train.csv", "param_grid": [{"depth": 3}]},
-     r"unknown parameters \['depth'\]"),
-    ("tasks.ml_tasks.batch_predictions",
-     {"model_path": "{datasets}/../../../../etc/passwd", "data_batches": ["x.csv"]},
-     "outside the data roots"),
-    ("tasks.ml_tasks.batch_predictions",
-     {"model_path": "{datasets}/tasks-train.csv", "data_batches": []},
-     "data_batches must be a non-empty list"),
-    ("tasks.data_tasks.process_large_csv",
-     {"file_path": "{datasets}/missing.csv", "output_path": "{datasets}/o.csv"},
-     "does not exist"),
-    ("tasks.data_tasks.process_large_csv",
-     {"file_path": "{datasets}/empty.csv", "output_path": "{datasets}/o.csv"}, "is empty"),
-    ("tasks.data_tasks.process_large_csv",
-     {"file_path": "{datasets}/tasks-train.csv", "output_path": "{datasets}/o.csv",
-      "transformations": {"filter": {"amount": 100}}},
-     "filter column 'amount' is not in the CSV"),
-    ("tasks.data_tasks.process_large_csv",
-     {"file_path": "{datasets}/escape.csv", "output_path": "{datasets}/o.csv"},
-     "outside the data roots"),
-    ("tasks.data_tasks.aggregate_data",
-     {"data_sources": ["{datasets}/tasks-train.csv", "{datasets}/tasks-other.csv"],
-      "output_path": "{datasets}/o.csv"}, "schema mismatch"),
-    ("tasks.simple_tasks.send_notification", {"message": "x", "level": "loud"},
-     "level 'loud' is not one of"),
-    ("tasks.simple_tasks.send_notification", {"message": "x", "channel": "sms"},
-     "channel 'sms' is not one of"),
-    ("tasks.simple_tasks.cleanup_old_results", {"older_than_days": -1},
-     "older_than_days must be a number > 0"),
-]
-
-
-@pytest.mark.parametrize(("name", "kwargs", "message"), BAD_INPUTS)
-def test_bad_input_fails_at_once_with_the_reason(stack, training_csv, name, kwargs, message):
-    (stack.datasets / "empty.csv").write_text("")
-    (stack.datasets / "tasks-other.csv").write_text("a,b\n1,2\n")
-    if not (stack.datasets / "escape.csv").is_symlink():
-        (stack.datasets / "escape.csv").symlink_to("/etc/hostname")
-    arguments = json.loads(json.dumps(kwargs).replace("{datasets}", str(stack.datasets)))
-    result = run(stack, name, **arguments)
-    with pytest.raises(InvalidInput, match=message):
-        outcome(result)
-    assert result.state == "FAILURE"
-    assert result.retries == 0
 
 
 def test_ray_lives_in_the_pool_children_never_in_the_prefork_parent(stack, training_csv):

@@ -3,7 +3,8 @@
 Retry policy (the spec's "Handle Failures Gracefully"): a transient failure (Ray
 unreachable, a Redis connection error, a webhook answering 5xx) is retried up to 3 times,
 ``retry_backoff_seconds * 2**retries`` apart (60, 120, 240 s by default). InvalidInput,
-like any other error, fails at once without a retry.
+like any other error, fails at once without a retry; so do arguments above the size
+limit of tasks.arguments.
 """
 
 import uuid
@@ -15,8 +16,9 @@ from celery import Task
 from kombu.exceptions import OperationalError
 
 from tasks import app
+from tasks.arguments import check_argument_size
 from tasks.config import settings
-from tasks.errors import TransientError
+from tasks.errors import InvalidInput, TransientError
 
 MAX_RETRIES = 3
 TRANSIENT_ERRORS = (
@@ -35,6 +37,13 @@ class RetryingTask(Task):
     max_retries = MAX_RETRIES
 
     def __call__(self, *args, **kwargs):
+        try:
+            check_argument_size(args, kwargs)
+        except InvalidInput:
+            # The failure is stored with the request's arguments (result_extended): keep
+            # megabytes of them out of the result backend.
+            self.request.args, self.request.kwargs = [], {}
+            raise
         try:
             return super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:

@@ -38,6 +38,9 @@ Progress = Callable[[int, int], None] | None
 
 TRANSFORMATION_KEYS = {"filter", "num_chunks"}
 DEFAULT_NUM_CHUNKS = 4
+# More ranges than this only queue up behind the cluster's CPUs (and a huge count would
+# build a range list as long as the file); big files still get MAX_RANGE_BYTES ranges.
+MAX_NUM_CHUNKS = 1024
 # Larger files get more ranges than asked for, so that no Ray task parses more than this.
 MAX_RANGE_BYTES = 128 * 1024 * 1024
 COPY_BUFFER_BYTES = 8 * 1024 * 1024
@@ -84,8 +87,10 @@ def parse_transformations(transformations: Any, columns: list[str]) -> tuple[dic
         if isinstance(minimum, bool) or not isinstance(minimum, int | float):
             raise InvalidInput(f"filter minimum for {column!r} must be a number, got {minimum!r}")
     num_chunks = transformations.get("num_chunks", DEFAULT_NUM_CHUNKS)
-    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) or num_chunks < 1:
-        raise InvalidInput(f"num_chunks must be a positive integer, got {num_chunks!r}")
+    if isinstance(num_chunks, bool) or not isinstance(num_chunks, int) \
+            or not 1 <= num_chunks <= MAX_NUM_CHUNKS:
+        raise InvalidInput(f"num_chunks must be an integer from 1 to {MAX_NUM_CHUNKS}, "
+                           f"got {num_chunks!r}")
     return filters, num_chunks
 
 

@@ -9,8 +9,21 @@ answering 5xx): the task is retried up to 3 times with exponential backoff.
 """
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
 class InvalidInput(ValueError):
-    """Bad task arguments or bad input data; retrying cannot help."""
+    """Bad task arguments or bad input data; retrying cannot help.
+
+    A message quoting a huge argument is cut short: it is stored as the task's result and
+    logged by the worker.
+    """
+
+    def __init__(self, message: str):
+        if len(message) > MAX_MESSAGE_CHARS:
+            # Short enough to pass through unchanged when the client re-creates it.
+            message = f"{message[:MAX_MESSAGE_CHARS - 40]}... ({len(message)} characters)"
+        super().__init__(message)
 
 
 class TransientError(RuntimeError):

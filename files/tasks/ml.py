@@ -32,6 +32,9 @@ FOREST_PARAMS = {
 }
 TRAINING_KEYS = {"n_estimators", "num_partitions", "target", "name", "seed", "test_size"}
 HOLDOUT_FRACTION = 0.2
+# Upper bounds that keep a typo from filling the cluster or the worker's memory: more
+# partitions than this only queue up, and the merged forest lives in one worker process.
+MAX_TRAINING_COUNTS = {"n_estimators": 10_000, "num_partitions": 1024}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -103,9 +106,10 @@ def _forest_params(config: dict[str, Any], allowed_extra: set[str]) -> dict[str,
 
 def trees_per_partition(n_estimators: Any, num_partitions: Any) -> list[int]:
     for name, value in (("n_estimators", n_estimators), ("num_partitions", num_partitions)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidInput(f"model_config[{name!r}] must be a positive integer, "
-                               f"got {value!r}")
+        maximum = MAX_TRAINING_COUNTS[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+            raise InvalidInput(f"model_config[{name!r}] must be an integer from 1 to "
+                               f"{maximum}, got {value!r}")
     if num_partitions > n_estimators:
         raise InvalidInput(f"num_partitions ({num_partitions}) exceeds n_estimators "
                            f"({n_estimators}): every partition needs at least one tree")
@@ -191,6 +195,9 @@ def validate_grid(param_grid: Any) -> list[dict[str, Any]]:
         if unknown:
             raise InvalidInput(f"param_grid[{index}] has unknown parameters {sorted(unknown)}; "
                                f"allowed: {sorted(FOREST_PARAMS | {'n_estimators'})}")
+        trees, most = params.get("n_estimators"), MAX_TRAINING_COUNTS["n_estimators"]
+        if isinstance(trees, int) and trees > most:
+            raise InvalidInput(f"param_grid[{index}]['n_estimators'] is {trees}; at most {most}")
     return param_grid
 
 
@@ -250,7 +257,8 @@ def load_model(model_path: Path):
     try:
         model = joblib.load(model_path)
     except Exception as exc:  # unpickling reports anything from EOFError to KeyError
-        raise InvalidInput(f"model {model_path} cannot be loaded: {exc}") from None
+        raise InvalidInput(f"model {model_path} cannot be loaded ({exc}): use a model file "
+                           "saved by distributed_training") from None
     if not hasattr(model, "predict") or not hasattr(model, "feature_names_in_"):
         raise InvalidInput(f"{model_path} is not a model trained on named features "
                            "(train it with distributed_training)")

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from tasks.base import DURABLE, enqueue_once, task
 from tasks.config import settings
 from tasks.errors import InvalidInput
-from tasks.paths import guarded_path, output_path
+from tasks.paths import guarded_path, model_file, output_path
 from tasks.paths import output_dir as guarded_output_dir
 from tasks.raycluster import ensure_ray
 
@@ -58,7 +58,8 @@ def hyperparameter_search(self, param_grid=None, dataset_path=None, target="targ
 
 @task(soft_time_limit=1500, time_limit=1800, **DURABLE)
 def batch_predictions(self, model_path=None, data_batches=None, output_dir=None):
-    """Predict every batch CSV in parallel on Ray.
+    """Predict every batch CSV in parallel on Ray with the model at model_path, which must
+    lie under models_dir (unpickling a file runs its code).
 
     Each batch's predictions go to <output_dir or the batch's dir>/<stem>.predictions.csv
     (one column, ``prediction``, in the batch's row order). Returns total_predictions,
@@ -67,7 +68,7 @@ def batch_predictions(self, model_path=None, data_batches=None, output_dir=None)
     if not isinstance(data_batches, list) or not data_batches:
         raise InvalidInput(f"data_batches must be a non-empty list of CSV paths, "
                            f"got {data_batches!r}")
-    model = guarded_path(model_path, must_exist=True, what="model_path")
+    model = model_file(model_path)
     batches = [guarded_path(batch, must_exist=True, what="data batch") for batch in data_batches]
     target_dir = guarded_output_dir(output_dir) if output_dir else None
     from tasks import ml

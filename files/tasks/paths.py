@@ -36,6 +36,18 @@ def guarded_path(raw: str, *, must_exist: bool = False, what: str = "path") -> P
     return resolved
 
 
+def model_file(raw: str) -> Path:
+    """A model to unpickle: an existing file under models_dir, since unpickling runs code."""
+    path = guarded_path(raw, must_exist=True, what="model_path")
+    models = Path(settings().models_dir).resolve()
+    if not _within(path, models):
+        raise InvalidInput(
+            f"model_path {raw!r} resolves to {path}, outside the models dir {models} "
+            "(models_dir): models are unpickled only from there; train or copy it there"
+        )
+    return path
+
+
 def output_path(raw: str, what: str = "output_path") -> Path:
     """A guarded path to write to; its directory is created if missing."""
     path = guarded_path(raw, what=what)
