@@ -7,7 +7,16 @@ import urllib.request
 
 import pytest
 import redis
-from scenario import FLOWER_URL, NODE_ADDRESS, QUEUES, REDIS_PORT, SECRETS, wait_for, worker_name
+from scenario import (
+    FLOWER_URL,
+    NODE_ADDRESS,
+    QUEUES,
+    REDIS_PORT,
+    REDIS_USER,
+    SECRETS,
+    wait_for,
+    worker_name,
+)
 
 
 def flower_get(path, credentials=None):
@@ -61,12 +70,12 @@ def test_redis_refuses_a_client_without_the_password():
 
 def test_redis_refuses_a_wrong_password():
     wrong = redis.Redis(host=NODE_ADDRESS, port=REDIS_PORT, socket_timeout=30,
-                        password=SECRETS["vault_redis_password"] + "-wrong")
+                        username=REDIS_USER, password=SECRETS["vault_redis_password"] + "-wrong")
     with pytest.raises(redis.exceptions.AuthenticationError):
         wrong.ping()
 
 
 def test_redis_accepts_the_password():
     client = redis.Redis(host=NODE_ADDRESS, port=REDIS_PORT, socket_timeout=30,
-                         password=SECRETS["vault_redis_password"])
+                         username=REDIS_USER, password=SECRETS["vault_redis_password"])
     assert client.ping() is True
