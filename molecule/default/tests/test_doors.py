@@ -19,6 +19,7 @@ import pytest
 import redis
 import yaml
 from scenario import (
+    CELERY_UNITS,
     CONTAINER,
     FLOWER_URL,
     GROUP_VARS,
@@ -29,6 +30,7 @@ from scenario import (
     SECRETS,
     WORKER_UNITS,
     main_pid,
+    run_playbook,
     wait_for,
 )
 
@@ -335,3 +337,21 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
     refused = 111  # ECONNREFUSED: the firewall's TCP reset
     assert results == {REDIS_PORT: refused, GROUP_VARS["flower_port"]: refused,
                        GCS_PORT: refused, other_service: 0}
+
+
+def firewall_state(container):
+    return (container.file("/etc/systemd/system/celery-ray-firewall.service").exists,
+            container.run("nft list table inet celery_ray_stack").rc == 0)
+
+
+def test_firewall_turns_off_and_on_with_firewall_enabled_and_nothing_else_restarts(container):
+    units = [*CELERY_UNITS, "ray-head.service", "redis-server@celery.service"]
+    before = {unit: main_pid(container, unit) for unit in units}
+    try:
+        run_playbook(PROJECT, "playbooks/site.yml", "--tags", "firewall",
+                     "-e", "firewall_enabled=false")
+        assert firewall_state(container) == (False, False)
+    finally:
+        run_playbook(PROJECT, "playbooks/site.yml", "--tags", "firewall")
+    assert firewall_state(container) == (True, True)
+    assert {unit: main_pid(container, unit) for unit in units} == before
