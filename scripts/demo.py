@@ -46,7 +46,8 @@ def connection_settings(container: str, address: str) -> dict[str, str]:
     except FileNotFoundError:
         sys.exit(f"{SECRETS} is missing: `make up` generates it (molecule create -s local).")
     password = quote(secrets["vault_redis_password"], safe="")
-    redis = f"redis://:{password}@{address}:{group_vars['redis_port']}"
+    user = quote(group_vars["redis_user"], safe="")
+    redis = f"redis://{user}:{password}@{address}:{group_vars['redis_port']}"
     return {
         "CELERY_BROKER_URL": f"{redis}/0",
         "CELERY_RESULT_BACKEND": f"{redis}/1",

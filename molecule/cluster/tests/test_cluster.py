@@ -59,9 +59,8 @@ def connect(request, name):
 
 @pytest.fixture(scope="module")
 def client():
-    password = SECRETS["vault_redis_password"]
-    app = make_client(f"redis://:{password}@{HEAD_ADDRESS}:6380/0",
-                      f"redis://:{password}@{HEAD_ADDRESS}:6380/1")
+    url = f"redis://{GROUP_VARS['redis_user']}:{SECRETS['vault_redis_password']}@{HEAD_ADDRESS}:6380"
+    app = make_client(f"{url}/0", f"{url}/1")
     yield app
     app.close()
 

@@ -19,8 +19,11 @@ QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_wo
 CONTAINER = os.environ.get("CELERY_RAY_DEFAULT_CONTAINER", "celery-ray-default")
 NODE_ADDRESS = os.environ.get("CELERY_RAY_DEFAULT_ADDRESS", "172.30.0.10")
 REDIS_PORT = GROUP_VARS["redis_port"]
-BROKER_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/0"
-BACKEND_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}/1"
+# Redis's default user is off: every client logs in as the ACL user.
+REDIS_USER = GROUP_VARS["redis_user"]
+REDIS_URL = f"redis://{REDIS_USER}:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}"
+BROKER_URL = f"{REDIS_URL}/0"
+BACKEND_URL = f"{REDIS_URL}/1"
 FLOWER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}"
 
 WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
