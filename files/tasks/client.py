@@ -1,7 +1,7 @@
 """The documented client: routes and priorities exactly as the workers expect.
 
     from tasks.client import make_client
-    app = make_client("redis://celery:PASSWORD@HOST:6380/0", "redis://celery:PASSWORD@HOST:6380/1")
+    app = make_client("redis://:PASSWORD@HOST:6380/0", "redis://:PASSWORD@HOST:6380/1")
     app.send_task("tasks.ml_tasks.distributed_training", kwargs={...}, priority=9)
 
 A task name is routed to its queue by module (ml_tasks -> ml, data_tasks -> data,

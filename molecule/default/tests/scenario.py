@@ -19,9 +19,10 @@ QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_wo
 CONTAINER = os.environ.get("CELERY_RAY_DEFAULT_CONTAINER", "celery-ray-default")
 NODE_ADDRESS = os.environ.get("CELERY_RAY_DEFAULT_ADDRESS", "172.30.0.10")
 REDIS_PORT = GROUP_VARS["redis_port"]
-# Redis's default user is off: every client logs in as the ACL user.
+# The ACL user of group_vars: Redis's default user, so the URL is the spec's own form.
 REDIS_USER = GROUP_VARS["redis_user"]
-REDIS_URL = f"redis://{REDIS_USER}:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}"
+assert REDIS_USER == "default", "the spec's client URL (redis://:PASSWORD@...) logs in as default"
+REDIS_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}"
 BROKER_URL = f"{REDIS_URL}/0"
 BACKEND_URL = f"{REDIS_URL}/1"
 FLOWER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}"

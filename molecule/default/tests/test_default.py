@@ -4,7 +4,16 @@ import hashlib
 import json
 
 import pytest
-from scenario import CELERY_UNITS, GROUP_VARS, NODE_ADDRESS, QUEUES, SECRETS, main_pid, pool_size
+from scenario import (
+    CELERY_UNITS,
+    GROUP_VARS,
+    NODE_ADDRESS,
+    QUEUES,
+    REDIS_USER,
+    SECRETS,
+    main_pid,
+    pool_size,
+)
 
 STACK_UNITS = ["redis-server@celery.service", "ray-head.service", *CELERY_UNITS]
 
@@ -93,11 +102,12 @@ def test_redis_config_is_a_broker_config(host):
         "maxmemory-policy noeviction",
     ]
     assert [line for line in expected if line not in config] == []
-    # The default user is off; the ACL user's password is kept as its SHA-256 only.
-    assert "user default off resetpass resetkeys resetchannels nocommands" in config
+    # One ACL user (Redis's default, for the spec's URL); its password kept as its SHA-256 only.
     assert not any(line.startswith("requirepass") for line in config)
     digest = hashlib.sha256(SECRETS["vault_redis_password"].encode()).hexdigest()
-    assert any(line.startswith(f"user celery on resetpass #{digest} ") for line in config)
+    assert [line for line in config if line.startswith("user ")] == [
+        f"user {REDIS_USER} on resetpass #{digest} ~* &* +@all -@dangerous"
+        " -flushall -flushdb -config -debug -shutdown"]
     assert SECRETS["vault_redis_password"] not in "\n".join(config)
 
 

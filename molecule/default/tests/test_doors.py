@@ -102,7 +102,7 @@ def test_redis_default_user_is_off_even_with_the_right_password():
     ("KEYS", "*"),
     ("ACL", "SETUSER", "intruder", "on", "nopass", "+@all"),
 ])
-def test_redis_refuses_dangerous_commands_to_the_celery_user(command):
+def test_redis_refuses_dangerous_commands_to_the_stack_user(command):
     client = redis_client(username=REDIS_USER, password=SECRETS["vault_redis_password"])
     with pytest.raises(redis.exceptions.ResponseError) as refused:
         client.execute_command(*command)
