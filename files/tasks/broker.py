@@ -28,11 +28,54 @@ from kombu.transport import redis as kombu_redis
 TRANSPORT = "tasks.broker:HighFirstRedisTransport"
 
 
+class _TransportWithClient:
+    """The channel's transport, with the kombu Connection it was opened for as ``client``."""
+
+    def __init__(self, transport, client):
+        self._transport = transport
+        self.client = client
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
 class HighFirstRedisChannel(kombu_redis.Channel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # BRPOP lists its keys in this order and Redis pops the first non-empty one.
         self.priority_steps = sorted(self.priority_steps, reverse=True)
+        # The kombu Connection this channel belongs to, kept for _connparams below.
+        self._opened_for = self.connection.client
+
+    def _connparams(self, asynchronous=False):
+        """Redis connection parameters, also after the kombu Connection let go of us.
+
+        When the broker connection drops (Redis restarts), the worker's consumer calls
+        ``Connection.collect()``, which sets the transport's ``client`` to None, and then
+        ``Connection.close()``, which closes this channel. Closing puts the unacknowledged
+        messages back (``QoS.restore_unacked_once``), and a late-acknowledged task that was
+        running acks its message on this channel when it finishes: both open a new Redis
+        pool, and stock kombu builds its parameters from ``self.connection.client``, now
+        None. The AttributeError ("'NoneType' object has no attribute 'hostname'") escapes
+        Celery's handling of connection errors: the worker stops with "Unrecoverable
+        error" (seen with celery 5.7.0 / kombu 5.7.0, files/tasks/requirements.txt), and
+        the finished task's message stays unacknowledged, to be run again after the
+        visibility timeout. The same error in the same place upstream: celery/kombu#582
+        (a channel closed after its connection let go of the transport) and the lost
+        restore on close of celery/kombu#970.
+
+        Here the channel builds its parameters from the Connection it was opened for, so
+        the restore either reaches Redis or fails with a connection error that Celery
+        handles (it retries the connection), and the late ack reaches the restarted Redis.
+        """
+        transport = self.connection
+        if transport is None or transport.client is not None or self._opened_for is None:
+            return super()._connparams(asynchronous=asynchronous)
+        self.connection = _TransportWithClient(transport, self._opened_for)
+        try:
+            return super()._connparams(asynchronous=asynchronous)
+        finally:
+            self.connection = transport
 
     def priority(self, n):
         """The step a priority is filed under: the largest step not above it (as stock)."""

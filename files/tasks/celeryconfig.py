@@ -20,6 +20,16 @@ PRIORITY_STEPS = list(range(10))
 broker_url = settings().broker_url
 result_backend = settings().result_backend
 broker_connection_retry_on_startup = True
+# When the broker connection drops (Redis restarts, a network cut), tasks already running
+# go on and are acknowledged over the new connection when they finish (tasks.broker makes
+# that ack reconnect). Cancelling them instead (True, Celery 6's future default) would
+# throw away up to an hour of training, and a cancelled acks_late message that could not
+# be put back while Redis was down would wait in Redis' unacked set for the whole
+# VISIBILITY_TIMEOUT (2 h) before running again. The price of False: if the broker is
+# reachable again by the time the worker gives up the old connection, kombu puts the
+# running task's message back at once and another process runs it a second time, which
+# the tasks allow (tasks.base: written by rename, fan-out sent once).
+worker_cancel_long_running_tasks_on_connection_loss = False
 broker_transport_options = {
     "priority_steps": PRIORITY_STEPS,
     "visibility_timeout": VISIBILITY_TIMEOUT,

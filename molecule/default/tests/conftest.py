@@ -4,13 +4,46 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 import testinfra
 from celery import Celery
-from scenario import BACKEND_URL, BROKER_URL, CONTAINER, DEADLINE_SECONDS, PROJECT, TRAINED_MODEL
+from scenario import (
+    BACKEND_URL,
+    BROKER_URL,
+    CONTAINER,
+    DEADLINE_SECONDS,
+    DRILL_COUNTS,
+    PROJECT,
+    TRAINED_MODEL,
+)
 
 sys.path.insert(0, str(PROJECT / "files"))
 
 from tasks.client import make_client
+
+DRILLS_MODULE = "test_drills.py"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The drills restart Redis, the workers and the whole container: run them after every
+    other test (pytest would otherwise go by file name), in their own order."""
+    items.sort(key=lambda item: item.path.name == DRILLS_MODULE)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each drill's counts at the end of the output, whatever the capture settings."""
+    if DRILL_COUNTS:
+        terminalreporter.section("drill counts")
+        for line in DRILL_COUNTS:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def backend():
+    """The result backend (Redis db 1), read directly to count finished tasks."""
+    client = redis.Redis.from_url(BACKEND_URL)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """What the default scenario's tests share: its settings, and helpers to wait and deploy."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 import yaml
+from kombu.exceptions import OperationalError
 
 PROJECT = Path(__file__).resolve().parents[3]
 GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
@@ -60,10 +63,17 @@ def wait_for(condition: Callable[[], bool], what: str,
 
 
 def wait_for_workers(client) -> None:
-    """Until every queue's worker answers a ping (after a deploy restarted them)."""
+    """Until every queue's worker answers a ping (after a deploy restarted them, or the
+    broker: until it is back, the ping fails to connect)."""
     expected = {worker_name(queue) for queue in QUEUES}
-    wait_for(lambda: {name for reply in client.control.ping(timeout=5) for name in reply}
-             >= expected, "every worker answering a ping")
+
+    def answering() -> set[str]:
+        try:
+            return {name for reply in client.control.ping(timeout=5) for name in reply}
+        except (OperationalError, redis.exceptions.ConnectionError):
+            return set()
+
+    wait_for(lambda: answering() >= expected, "every worker answering a ping")
 
 
 def molecule_inventory() -> Path:
@@ -104,3 +114,35 @@ def assert_model_file(container, path):
     assert model.exists
     assert model.user == "celery"
     assert model.size > 0
+
+
+# What the drills (test_drills.py) counted, one line each; conftest prints them at the end.
+DRILL_COUNTS: list[str] = []
+
+
+def completed(backend, task_ids) -> int:
+    """How many of the tasks have a SUCCESS result stored in the result backend."""
+    metas = backend.mget([f"celery-task-meta-{task_id}" for task_id in task_ids])
+    return sum(1 for meta in metas if meta and json.loads(meta)["status"] == "SUCCESS")
+
+
+def wait_until_completed(backend, task_ids, deadline_seconds: float = DEADLINE_SECONDS) -> int:
+    """Wait for every task to succeed, or the deadline; the number that did."""
+    deadline = time.monotonic() + deadline_seconds
+    done = completed(backend, task_ids)
+    while done < len(task_ids) and time.monotonic() < deadline:
+        time.sleep(1)
+        done = completed(backend, task_ids)
+    return done
+
+
+def report_drill(record_property, drill: str, submitted: int, done: int, **more) -> None:
+    """Print a drill's counts now and keep them for the end of the run (and the JUnit XML)."""
+    details = "".join(f", {key.replace('_', ' ')} {value}" for key, value in more.items())
+    line = f"{drill}: submitted {submitted}, completed {done}, lost {submitted - done}{details}"
+    print(line)
+    DRILL_COUNTS.append(line)
+    record_property("submitted", submitted)
+    record_property("completed", done)
+    for key, value in more.items():
+        record_property(key, value)

@@ -1,0 +1,253 @@
+"""Fault drills against the converged container: each counts the tasks it submitted and
+the tasks that completed (a SUCCESS result), prints both and asserts that none was lost.
+
+conftest runs this module after every other test (the drills restart Redis, workers and
+the container) and prints the counts again at the end of the run. Each drill leaves the
+stack as it found it: the same units, sizes and settings, every worker answering.
+"""
+
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+import redis
+from kombu.exceptions import OperationalError
+from scenario import (
+    BROKER_URL,
+    CELERY_UNITS,
+    CONTAINER,
+    DEADLINE_SECONDS,
+    PROJECT,
+    QUEUES,
+    WORKER_UNITS,
+    main_pid,
+    pool_size,
+    report_drill,
+    run_playbook,
+    wait_for,
+    wait_for_workers,
+    wait_until_completed,
+    worker_name,
+)
+
+LOAD = 1000
+PING = "tasks.simple_tasks.ping"
+REDIS_UNIT = "redis-server@celery.service"
+STACK_UNITS = [REDIS_UNIT, "ray-head.service", *CELERY_UNITS]
+# Enough trees that a training runs for seconds on the scenario's 60-row dataset.
+TRAINING = {
+    "model_config": {"n_estimators": 4000, "num_partitions": 2},
+    "dataset_path": "/datasets/training_data.csv",
+}
+# While a playbook runs, the load trickles in at this rate; the rest follows at once when
+# the playbook has finished, so that the load runs before, during and after its restarts.
+TRICKLE_PER_SECOND = 10
+
+
+@pytest.fixture(scope="module")
+def broker():
+    client = redis.Redis.from_url(BROKER_URL)
+    yield client
+    client.close()
+
+
+def main_pids(container, units=STACK_UNITS) -> dict[str, int]:
+    return {unit: main_pid(container, unit) for unit in units}
+
+
+def restarts(container, unit: str) -> int:
+    return int(container.check_output(f"systemctl show --property=NRestarts --value {unit}"))
+
+
+def journal(container, unit: str, since: int) -> str:
+    return container.check_output(f"journalctl --no-pager -o cat -u {unit} --since @{since}")
+
+
+def train(client, name: str):
+    return client.send_task("tasks.ml_tasks.distributed_training", kwargs={
+        **TRAINING, "model_config": {**TRAINING["model_config"], "name": name}})
+
+
+def wait_until_running(results) -> None:
+    """Until every task has started (task_track_started); polled often, the runs are short."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while any(result.state == "PENDING" for result in results):
+        assert time.monotonic() < deadline, "the trainings did not start"
+        time.sleep(0.2)
+
+
+def pings(client, count: int, queue: str) -> list[str]:
+    return [client.send_task(PING, queue=queue).id for _ in range(count)]
+
+
+@contextmanager
+def consumer_held(client, queue: str):
+    """The queue's worker stops taking messages from it, so that they stay queued."""
+    worker = worker_name(queue)
+
+    def consumed() -> set[str]:
+        replies = client.control.inspect(destination=[worker], timeout=5).active_queues() or {}
+        return {entry["name"] for entry in replies.get(worker, [])}
+
+    def taking(yes: bool) -> bool:
+        # Asked again on every try: a request sent while the worker is reconnecting to a
+        # restarted broker is not seen.
+        command = client.control.add_consumer if yes else client.control.cancel_consumer
+        try:
+            command(queue, destination=[worker], reply=True, timeout=5)
+            return (queue in consumed()) == yes
+        except (OperationalError, redis.exceptions.ConnectionError):
+            return False  # the broker is not back yet
+
+    wait_for(lambda: taking(False), f"{worker} leaving queue {queue}")
+    try:
+        yield
+    finally:
+        wait_for(lambda: taking(True), f"{worker} consuming queue {queue} again")
+
+
+def load_during(client, queues: list[str], playbook_done: threading.Event, sent: list[str],
+                before: list[int]) -> None:
+    """Send LOAD pings round-robin over the queues: a trickle until the playbook is done,
+    then the rest; before[0] counts those sent while it ran."""
+    while len(sent) < LOAD:
+        sent.append(client.send_task(PING, queue=queues[len(sent) % len(queues)]).id)
+        if not playbook_done.is_set():
+            before[0] = len(sent)
+            time.sleep(1 / TRICKLE_PER_SECOND)
+
+
+def playbook_under_load(client, queues: list[str], playbook: str, *args: str) -> tuple:
+    """Run the playbook while LOAD pings go to the queues; (task ids, sent during the run)."""
+    sent, before, done = [], [0], threading.Event()
+    publisher = threading.Thread(target=load_during, args=(client, queues, done, sent, before))
+    publisher.start()
+    try:
+        run_playbook(PROJECT, playbook, *args)
+    finally:
+        done.set()
+        publisher.join()
+    return sent, before[0]
+
+
+def test_drill_1_sigkill_of_the_ml_pool_child(client, container, record_property):
+    """A pool process killed mid-training: the message is requeued and the training runs
+    again to the end (acks_late + reject_on_worker_lost)."""
+    unit = "celery-worker@ml.service"
+    main_before, since = main_pid(container, unit), int(time.time())
+    result = train(client, "drill-sigkill")
+    wait_until_running([result])
+    replies = client.control.inspect(destination=[worker_name("ml")], timeout=10).active()
+    child = next(task["worker_pid"] for task in replies[worker_name("ml")]
+                 if task["id"] == result.id)
+    assert result.state != "SUCCESS", "the training ended before the kill: make it longer"
+    container.check_output(f"kill -KILL {child}")
+
+    outcome = result.get(timeout=DEADLINE_SECONDS)
+    log = journal(container, unit, since)
+    deliveries = log.count(f"[{result.id}] received")
+    report_drill(record_property, "drill 1 (SIGKILL of the ml pool child)", 1,
+                 int(result.state == "SUCCESS"), deliveries=deliveries)
+    assert outcome["model_path"] == "/models/drill-sigkill.pkl"
+    assert f"pid:{child} exited with 'signal 9 (SIGKILL)'" in log
+    assert deliveries == 2
+    assert main_pid(container, unit) == main_before
+
+
+def test_drill_2_redis_restart_with_tasks_queued(client, container, backend, broker,
+                                                  record_property):
+    """Redis restarts with LOAD pings queued and two trainings running: every task
+    completes, no worker restarts, and no message is left unacknowledged (which would run
+    it again after the visibility timeout)."""
+    before = main_pids(container, CELERY_UNITS)
+    restarts_before = {unit: restarts(container, unit) for unit in WORKER_UNITS}
+    with consumer_held(client, "default"):
+        ids = pings(client, LOAD, "default")
+        queued = broker.llen("default")
+        trainings = [train(client, f"drill-redis-{index}") for index in range(2)]
+        wait_until_running(trainings)
+        running = sum(result.state != "SUCCESS" for result in trainings)
+        container.check_output(f"systemctl restart {REDIS_UNIT}")
+        wait_for_workers(client)
+    submitted = [*ids, *(result.id for result in trainings)]
+    done = wait_until_completed(backend, submitted)
+    report_drill(record_property, "drill 2 (Redis restart)", len(submitted), done,
+                 queued_at_restart=queued, trainings_running_at_restart=running)
+    assert done == len(submitted)
+    assert queued >= LOAD  # other tasks may be queued too
+    assert main_pids(container, CELERY_UNITS) == before
+    assert {unit: restarts(container, unit) for unit in WORKER_UNITS} == restarts_before
+    wait_for(lambda: broker.hlen("unacked") == 0, "no unacknowledged message left")
+
+
+def test_drill_3_scale_data_during_load(client, container, backend, record_property):
+    """scale.yml resizes the data worker while pings stream to it; the others keep running."""
+    data = "celery-worker@data.service"
+    before = main_pids(container)
+    try:
+        ids, during = playbook_under_load(client, ["data"], "playbooks/scale.yml",
+                                          "-e", "data_concurrency=2")
+        done = wait_until_completed(backend, ids)
+        report_drill(record_property, "drill 3 (scale.yml data_concurrency=2 under load)",
+                     len(ids), done, sent_while_scaling=during)
+        assert done == len(ids)
+        assert pool_size(container, data) == 2
+        after = main_pids(container)
+        assert after[data] != before[data]
+        assert {u: p for u, p in after.items() if u != data} == \
+            {u: p for u, p in before.items() if u != data}
+    finally:
+        run_playbook(PROJECT, "playbooks/scale.yml", "-e", "data_concurrency=reset")
+        wait_for(lambda: pool_size(container, data) == QUEUES["data"],
+                 f"the data worker back at {QUEUES['data']} processes")
+        wait_for_workers(client)
+
+
+def test_drill_4_site_rerun_during_load(client, container, backend, record_property):
+    """Rerunning site.yml under load restarts nothing and loses nothing."""
+    before = main_pids(container)
+    ids, during = playbook_under_load(client, list(QUEUES), "playbooks/site.yml")
+    done = wait_until_completed(backend, ids)
+    report_drill(record_property, "drill 4 (site.yml rerun under load)", len(ids), done,
+                 sent_while_deploying=during)
+    assert done == len(ids)
+    assert main_pids(container) == before
+
+
+def reboot(name: str) -> None:
+    """A clean reboot of the systemd container: SIGRTMIN+3 makes systemd stop every unit
+    and halt (a plain `docker restart` sends SIGTERM, which systemd ignores, and kills it
+    after the timeout: a power cut); then start it again and wait for systemd."""
+    subprocess.run(["docker", "kill", "--signal=SIGRTMIN+3", name], check=True,
+                   capture_output=True)
+    wait_for(lambda: subprocess.run(
+        ["docker", "inspect", "--format={{.State.Running}}", name],
+        capture_output=True, text=True, check=True).stdout.strip() == "false",
+        f"{name} halted")
+    subprocess.run(["docker", "start", name], check=True, capture_output=True)
+    wait_for(lambda: subprocess.run(
+        ["docker", "exec", name, "systemctl", "is-system-running", "--wait"],
+        capture_output=True, text=True, check=False).stdout.strip() in ("running", "degraded"),
+        f"systemd in {name} up")
+
+
+def test_drill_5_container_reboot_with_tasks_queued(client, container, backend, broker,
+                                                    record_property):
+    """The host reboots with LOAD pings queued: every unit comes back enabled and active,
+    and the queued pings run."""
+    with consumer_held(client, "default"):
+        ids = pings(client, LOAD, "default")
+        queued = broker.llen("default")
+        # Redis writes its append-only file every second; a clean shutdown flushes it.
+        reboot(CONTAINER)
+    for unit in [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target"]:
+        assert container.service(unit).is_enabled, unit
+        wait_for(lambda unit=unit: container.service(unit).is_running, f"{unit} active")
+    wait_for_workers(client)
+    done = wait_until_completed(backend, ids)
+    report_drill(record_property, "drill 5 (container reboot)", len(ids), done,
+                 queued_at_reboot=queued)
+    assert queued >= LOAD  # other tasks may be queued too
+    assert done == len(ids)
