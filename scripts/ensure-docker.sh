@@ -26,7 +26,10 @@ mkdir -p "$state_dir"
 if [ -s "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
   echo "dockerd (PID $(cat "$pid_file")) is starting; waiting for it." >&2
 else
-  nohup dockerd >>"$log_file" 2>&1 &
+  # A session of its own: dockerd outlives the shell, job or CI step that started it
+  # (ending a process group, as job runners do, would otherwise take dockerd with it).
+  # setsid execs dockerd in place (a background child is no group leader), so $! is its PID.
+  setsid dockerd >>"$log_file" 2>&1 </dev/null &
   echo $! >"$pid_file"
 fi
 
