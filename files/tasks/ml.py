@@ -35,6 +35,7 @@ HOLDOUT_FRACTION = 0.2
 # Upper bounds that keep a typo from filling the cluster or the worker's memory: more
 # partitions than this only queue up, and the merged forest lives in one worker process.
 MAX_TRAINING_COUNTS = {"n_estimators": 10_000, "num_partitions": 1024}
+DEFAULT_TREES = RandomForestClassifier().n_estimators
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -195,32 +196,72 @@ def validate_grid(param_grid: Any) -> list[dict[str, Any]]:
         if unknown:
             raise InvalidInput(f"param_grid[{index}] has unknown parameters {sorted(unknown)}; "
                                f"allowed: {sorted(FOREST_PARAMS | {'n_estimators'})}")
-        trees, most = params.get("n_estimators"), MAX_TRAINING_COUNTS["n_estimators"]
-        if isinstance(trees, int) and trees > most:
+        trees, most = params.get("n_estimators", 1), MAX_TRAINING_COUNTS["n_estimators"]
+        if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
+            raise InvalidInput(f"param_grid[{index}]['n_estimators'] must be an integer "
+                               f"from 1 to {most}, got {trees!r}")
+        if trees > most:
             raise InvalidInput(f"param_grid[{index}]['n_estimators'] is {trees}; at most {most}")
     return param_grid
 
 
+def forest_groups(grid: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Group the combinations that differ only in n_estimators: (their other parameters,
+    their indexes in the grid), the group with the largest forest first.
+
+    A forest grown with a fixed random_state draws its trees' seeds one after the other,
+    so its first k trees are the trees of the k-tree forest with that random_state: one
+    forest of the group's largest size scores every size of the group.
+    """
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for index, params in enumerate(grid):
+        others = {key: value for key, value in params.items() if key != "n_estimators"}
+        groups.setdefault(repr(sorted(others.items())), (others, []))[1].append(index)
+    return sorted(groups.values(),
+                  key=lambda group: -max(forest_size(grid[index]) for index in group[1]))
+
+
+def forest_size(params: dict[str, Any]) -> int:
+    return params.get("n_estimators", DEFAULT_TREES)
+
+
+def prefix_scores(model, sizes: list[int], features, target) -> list[float]:
+    """The score of the forest made of ``model``'s first n trees, for each n of sizes."""
+    grown = model.estimators_
+    scores = []
+    try:
+        for size in sizes:
+            model.estimators_, model.n_estimators = grown[:size], size
+            scores.append(float(model.score(features, target)))
+    finally:
+        model.estimators_, model.n_estimators = grown, len(grown)
+    return scores
+
+
 @ray.remote(num_cpus=1)
-def _score_fold(data, *, regression: bool, params: dict, train_rows, test_rows, seed: int):
+def _score_fold(data, *, regression: bool, params: dict, sizes: list[int], train_rows,
+                test_rows, seed: int):
+    """Grow the largest forest of ``sizes`` on one fold and score each size's prefix."""
     features, target = data
-    model = forest(regression, random_state=seed, **params)
+    model = forest(regression, random_state=seed, n_estimators=max(sizes), **params)
     _as_invalid_input(
         lambda: model.fit(features.iloc[train_rows], target.iloc[train_rows]),
         f"parameters {params}",
     )
-    score = float(model.score(features.iloc[test_rows], target.iloc[test_rows]))
-    return score, ray.util.get_node_ip_address()
+    scores = prefix_scores(model, sizes, features.iloc[test_rows], target.iloc[test_rows])
+    return scores, ray.util.get_node_ip_address()
 
 
 def grid_search(
     dataset: Path, param_grid: Any, *, target: str = "target", cv: int = 3, seed: int = 0,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """Cross-validate every combination: one Ray task per (combination, fold).
+    """Cross-validate every combination: one Ray task per (forest group, fold).
 
     The dataset goes into Ray's object store once and every task reads it from there.
-    Each combination reports the addresses of the Ray nodes its folds ran on.
+    Combinations that differ only in n_estimators share one forest per fold (see
+    forest_groups); the scores are those of separate forests, tree for tree. Each
+    combination reports the addresses of the Ray nodes its folds ran on.
     """
     grid = validate_grid(param_grid)
     if not isinstance(cv, int) or isinstance(cv, bool) or cv < 2:
@@ -231,18 +272,28 @@ def grid_search(
     folds = _as_invalid_input(lambda: list(splitter.split(features, labels)),
                               f"cannot make {cv} folds")
     data_ref = ray.put((features, labels))
+    groups = forest_groups(grid)
     refs = [
         _score_fold.remote(data_ref, regression=regression, params=params,
+                           sizes=[forest_size(grid[index]) for index in indexes],
                            train_rows=train, test_rows=test, seed=seed)
-        for params in grid
+        for params, indexes in groups
         for train, test in folds
     ]
-    folds_done = gather(refs, progress)
-    results = []
-    for index, params in enumerate(grid):
-        fold_scores, fold_nodes = zip(*folds_done[index * cv:(index + 1) * cv], strict=True)
-        results.append({"params": params, "mean_score": float(np.mean(fold_scores)),
-                        "fold_scores": list(fold_scores), "nodes": sorted(set(fold_nodes))})
+    folds_done = iter(gather(refs, progress))
+    fold_scores: dict[int, list[float]] = {}
+    nodes: dict[int, set[str]] = {}
+    for _, indexes in groups:
+        for _ in folds:
+            scores, node = next(folds_done)
+            for index, score in zip(indexes, scores, strict=True):
+                fold_scores.setdefault(index, []).append(score)
+                nodes.setdefault(index, set()).add(node)
+    results = [
+        {"params": params, "mean_score": float(np.mean(fold_scores[index])),
+         "fold_scores": fold_scores[index], "nodes": sorted(nodes[index])}
+        for index, params in enumerate(grid)
+    ]
     best = max(results, key=lambda result: result["mean_score"])
     return {
         "best_params": best["params"],
