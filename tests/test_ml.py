@@ -37,12 +37,25 @@ def test_distributed_forest_scores_like_one_forest(stack, dataset):
     assert progress[-1] == (4, 4)
 
 
-@pytest.mark.parametrize("regression", [False, True])
-def test_the_first_trees_of_a_seeded_forest_are_the_smaller_forest(regression):
+def features_and_target(regression: bool):
+    """600 rows: a class, or (regression) a float mixed from it and a feature."""
     data = classification_frame(600, seed=5)
     features, target = data.drop(columns="target"), data["target"]
-    if regression:
-        target = target * 1.5 + features["f0"]
+    return features, target * 1.5 + features["f0"] if regression else target
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_row_parallel_score_is_the_models_score(regression):
+    features, target = features_and_target(regression)
+    model = ml.forest(regression, n_estimators=30, random_state=1).fit(features[:400],
+                                                                       target[:400])
+    assert ml.row_parallel_score(model, features[400:], target[400:]) == model.score(
+        features[400:], target[400:])
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_the_first_trees_of_a_seeded_forest_are_the_smaller_forest(regression):
+    features, target = features_and_target(regression)
     train, test = slice(0, 400), slice(400, None)
     grown = ml.forest(regression, n_estimators=40, max_depth=6, random_state=7)
     grown.fit(features[train], target[train])
