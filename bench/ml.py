@@ -185,7 +185,9 @@ def batch_predictions(stack: Stack, data_root: Path, rows: int,
     training = classification_frame(MODEL_TRAINING_ROWS, BATCH_FEATURES, SEED)
     model.fit(training.drop(columns=["target"]), training["target"])
     model.set_params(n_jobs=1)  # as distributed_training saves its models
-    model_path = data_root / "batch-model.pkl"
+    # The task unpickles models only from the stack's models_dir.
+    model_path = data_root / "models" / "batch-model.pkl"
+    model_path.parent.mkdir(exist_ok=True)
     joblib.dump(model, model_path)
     batches = [
         write_csv(classification_frame(rows, BATCH_FEATURES, SEED + index, with_target=False),
