@@ -4,13 +4,17 @@ the same data, in the same run.
     make bench            # full sizes (about an hour on 2 cores)
     make bench QUICK=1    # smaller sizes, under 10 minutes
 
-Both run ``bash bench/run.sh [--quick] [--only NAME,...]``, which starts this module in
+Both run ``bash bench/run.sh [--quick] [--only NAME,...] [--set SIZE=VALUE ...]``
+(--set overrides one of the sizes below, e.g. ``--set grid_multiples=1,2
+--set repetitions=2``), which starts this module in
 a network and PID namespace of its own (Ray, Redis and the Celery workers see only
 loopback and end with the run). Prints one table per benchmark and writes
 bench/results/latest.json and bench/results/latest.png.
 """
 
 import argparse
+import ast
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -60,17 +64,39 @@ def machine() -> str:
             f"load average {load}")
 
 
+def override(sizes: Sizes, assignments: list[str]) -> Sizes:
+    """Sizes with each ``NAME=VALUE`` of --set applied (VALUE a Python literal)."""
+    changes = {}
+    for assignment in assignments:
+        name, _, value = assignment.partition("=")
+        current = getattr(sizes, name, None)
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(current, tuple) and isinstance(parsed, int):
+            parsed = (parsed,)
+        if current is None or type(parsed) is not type(current):
+            raise SystemExit(f"--set {assignment}: expected NAME=VALUE with NAME one of "
+                             f"{[field.name for field in dataclasses.fields(Sizes)]} and "
+                             f"VALUE like {current!r}")
+        changes[name] = parsed
+    return dataclasses.replace(sizes, **changes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (< 10 minutes)")
     parser.add_argument("--only", help="comma-separated benchmarks to run: "
                         + ", ".join(BENCHMARKS))
+    parser.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
+                        help="override one size, e.g. grid_rows=5000 or grid_multiples=1,2")
     args = parser.parse_args()
     selected = args.only.split(",") if args.only else list(BENCHMARKS)
     unknown = set(selected) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmarks {sorted(unknown)}; known: {list(BENCHMARKS)}")
-    sizes = QUICK if args.quick else FULL
+    sizes = override(QUICK if args.quick else FULL, args.set)
     started = time.monotonic()
     print(f"machine: {machine()}; sizes: {'quick' if args.quick else 'full'} {sizes}",
           flush=True)

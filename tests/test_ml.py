@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from conftest import classification_frame
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from tasks import ml
 from tasks.errors import InvalidInput
 
@@ -36,19 +37,72 @@ def test_distributed_forest_scores_like_one_forest(stack, dataset):
     assert progress[-1] == (4, 4)
 
 
-def test_grid_search_runs_one_ray_task_per_combination_and_fold(dataset):
+def features_and_target(regression: bool):
+    """600 rows: a class, or (regression) a float mixed from it and a feature."""
+    data = classification_frame(600, seed=5)
+    features, target = data.drop(columns="target"), data["target"]
+    return features, target * 1.5 + features["f0"] if regression else target
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_row_parallel_score_is_the_models_score(regression):
+    features, target = features_and_target(regression)
+    model = ml.forest(regression, n_estimators=30, random_state=1).fit(features[:400],
+                                                                       target[:400])
+    assert ml.row_parallel_score(model, features[400:], target[400:]) == model.score(
+        features[400:], target[400:])
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_the_first_trees_of_a_seeded_forest_are_the_smaller_forest(regression):
+    features, target = features_and_target(regression)
+    train, test = slice(0, 400), slice(400, None)
+    grown = ml.forest(regression, n_estimators=40, max_depth=6, random_state=7)
+    grown.fit(features[train], target[train])
+    sizes = [5, 17, 40]
+    separate = [ml.forest(regression, n_estimators=size, max_depth=6, random_state=7)
+                .fit(features[train], target[train]) for size in sizes]
+
+    assert ml.prefix_scores(grown, sizes, features[test], target[test]) == [
+        model.score(features[test], target[test]) for model in separate]
+    assert len(grown.estimators_) == grown.n_estimators == 40
+    for size, model in zip(sizes, separate, strict=True):
+        grown.estimators_, grown.n_estimators = model.estimators_[:size], size
+        predict = "predict" if regression else "predict_proba"
+        assert (getattr(grown, predict)(features[test]) ==
+                getattr(model, predict)(features[test])).all()
+
+
+def test_forest_groups_share_a_forest_across_n_estimators_largest_first():
+    grid = [{"n_estimators": 5, "max_depth": 2}, {"max_depth": 3},
+            {"n_estimators": 300, "max_depth": 2}, {"n_estimators": 50, "max_depth": 3}]
+    assert ml.forest_groups(grid) == [({"max_depth": 2}, [0, 2]), ({"max_depth": 3}, [1, 3])]
+
+
+def test_grid_search_scores_every_combination_as_grid_search_cv_does(dataset):
     grid = [{"n_estimators": n, "max_depth": d} for n in (5, 20) for d in (2, None)]
     progress = []
     result = ml.grid_search(dataset, grid, cv=3,
                             progress=lambda done, total: progress.append(total))
-    assert result["ray_tasks"] == 12 == progress[-1]
+    # One Ray task per (group of combinations that differ only in n_estimators, fold).
+    assert result["ray_tasks"] == 6 == progress[-1]
     assert [entry["params"] for entry in result["results"]] == grid
-    assert all(len(entry["fold_scores"]) == 3 for entry in result["results"])
     # The run's own Ray cluster is one node on loopback (tests/run-in-netns.sh).
     assert all(entry["nodes"] == ["127.0.0.1"] for entry in result["results"])
     best = max(result["results"], key=lambda entry: entry["mean_score"])
     assert (result["best_params"], result["best_score"]) == (best["params"], best["mean_score"])
     assert result["best_params"]["max_depth"] is None
+
+    features, target = ml.features_and_target(pd.read_csv(dataset), "target")
+    search = GridSearchCV(
+        RandomForestClassifier(random_state=0, n_jobs=1),
+        [{key: [value] for key, value in params.items()} for params in grid],
+        cv=StratifiedKFold(3, shuffle=True, random_state=0), refit=False,
+    ).fit(features, target)
+    for index, entry in enumerate(result["results"]):
+        assert entry["fold_scores"] == [
+            search.cv_results_[f"split{fold}_test_score"][index] for fold in range(3)]
+        assert entry["mean_score"] == search.cv_results_["mean_test_score"][index]
 
 
 def test_batch_predictions_write_one_file_per_batch(stack, dataset):
@@ -74,6 +128,7 @@ def test_batch_predictions_write_one_file_per_batch(stack, dataset):
     ([{"max_depth": 3}, {}], r"param_grid\[1\] must be a non-empty dict"),
     ([{"depth": 3}], r"unknown parameters \['depth'\]"),
     ([{"max_depth": -4}], "max_depth"),
+    ([{"n_estimators": 0}], r"param_grid\[0\]\['n_estimators'\] must be an integer from 1"),
 ])
 def test_malformed_grids_are_refused(dataset, grid, message):
     with pytest.raises(InvalidInput, match=message):

@@ -6,8 +6,10 @@ a regression (score: R^2), anything else a classification (score: accuracy); sco
 fractions in [0, 1] on a holdout or on cross-validation folds.
 """
 
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import joblib
 import numpy as np
 import pandas as pd
 import ray
+from sklearn.base import is_regressor
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from tasks.errors import InvalidInput
@@ -35,6 +39,7 @@ HOLDOUT_FRACTION = 0.2
 # Upper bounds that keep a typo from filling the cluster or the worker's memory: more
 # partitions than this only queue up, and the merged forest lives in one worker process.
 MAX_TRAINING_COUNTS = {"n_estimators": 10_000, "num_partitions": 1024}
+DEFAULT_TREES = RandomForestClassifier().n_estimators
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -126,10 +131,24 @@ def _as_invalid_input(call: Callable[[], Any], what: str) -> Any:
 
 
 @ray.remote(num_cpus=1)
-def _fit_partition(train, *, regression: bool, params: dict, n_trees: int, seed: int):
+def _fit_partition(train, holdout, *, regression: bool, params: dict, n_trees: int, seed: int):
+    """Grow one partition's trees; return the forest and its holdout score."""
     features, target = train
     model = forest(regression, n_estimators=n_trees, random_state=seed, **params)
-    return _as_invalid_input(lambda: model.fit(features, target), f"model_config {params}")
+    _as_invalid_input(lambda: model.fit(features, target), f"model_config {params}")
+    return model, float(model.score(*holdout))
+
+
+def row_parallel_score(model, features: pd.DataFrame, target: pd.Series) -> float:
+    """``model.score``, bit for bit, with the rows predicted in one thread per core: a
+    row's prediction does not depend on the other rows, and trees predict without the GIL.
+    """
+    chunks = np.array_split(np.arange(len(features)), min(os.cpu_count() or 1, len(features)))
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        predictions = np.concatenate(
+            list(pool.map(lambda rows: model.predict(features.iloc[rows]), chunks)))
+    metric = r2_score if is_regressor(model) else accuracy_score
+    return float(metric(target, predictions))
 
 
 def train_distributed(
@@ -139,7 +158,9 @@ def train_distributed(
 
     Each partition grows n_estimators/num_partitions trees on the full training set with
     its own seed (a random forest's trees are independent, so the union of the partial
-    forests is a forest of n_estimators trees, as good as one trained in one piece).
+    forests is a forest of n_estimators trees, as good as one trained in one piece) and
+    scores itself on the holdout. The train and holdout sets go into Ray's object store
+    once.
     """
     config = dict(model_config)
     params = _forest_params(config, TRAINING_KEYS)
@@ -151,14 +172,13 @@ def train_distributed(
         "cannot split the dataset into train and holdout",
     )
     regression = is_regression(target)
-    train_ref = ray.put((x_train, y_train))
+    train_ref, holdout_ref = ray.put((x_train, y_train)), ray.put((x_hold, y_hold))
     refs = [
-        _fit_partition.remote(train_ref, regression=regression, params=params,
+        _fit_partition.remote(train_ref, holdout_ref, regression=regression, params=params,
                               n_trees=n_trees, seed=seed + index)
         for index, n_trees in enumerate(trees)
     ]
-    partitions = gather(refs, progress)
-    partition_scores = [float(part.score(x_hold, y_hold)) for part in partitions]
+    partitions, partition_scores = zip(*gather(refs, progress), strict=True)
     combined = partitions[0]
     combined.estimators_ = [tree for part in partitions for tree in part.estimators_]
     combined.n_estimators = len(combined.estimators_)
@@ -166,8 +186,8 @@ def train_distributed(
         joblib.dump(combined, tmp)
     return {
         "avg_score": float(np.mean(partition_scores)),
-        "score": float(combined.score(x_hold, y_hold)),
-        "partition_scores": partition_scores,
+        "score": row_parallel_score(combined, x_hold, y_hold),
+        "partition_scores": list(partition_scores),
         "model_path": str(model_path),
         "n_estimators": combined.n_estimators,
         "num_partitions": len(trees),
@@ -195,32 +215,72 @@ def validate_grid(param_grid: Any) -> list[dict[str, Any]]:
         if unknown:
             raise InvalidInput(f"param_grid[{index}] has unknown parameters {sorted(unknown)}; "
                                f"allowed: {sorted(FOREST_PARAMS | {'n_estimators'})}")
-        trees, most = params.get("n_estimators"), MAX_TRAINING_COUNTS["n_estimators"]
-        if isinstance(trees, int) and trees > most:
+        trees, most = params.get("n_estimators", 1), MAX_TRAINING_COUNTS["n_estimators"]
+        if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
+            raise InvalidInput(f"param_grid[{index}]['n_estimators'] must be an integer "
+                               f"from 1 to {most}, got {trees!r}")
+        if trees > most:
             raise InvalidInput(f"param_grid[{index}]['n_estimators'] is {trees}; at most {most}")
     return param_grid
 
 
+def forest_groups(grid: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Group the combinations that differ only in n_estimators: (their other parameters,
+    their indexes in the grid), the group with the largest forest first.
+
+    A forest grown with a fixed random_state draws its trees' seeds one after the other,
+    so its first k trees are the trees of the k-tree forest with that random_state: one
+    forest of the group's largest size scores every size of the group.
+    """
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for index, params in enumerate(grid):
+        others = {key: value for key, value in params.items() if key != "n_estimators"}
+        groups.setdefault(repr(sorted(others.items())), (others, []))[1].append(index)
+    return sorted(groups.values(),
+                  key=lambda group: -max(forest_size(grid[index]) for index in group[1]))
+
+
+def forest_size(params: dict[str, Any]) -> int:
+    return params.get("n_estimators", DEFAULT_TREES)
+
+
+def prefix_scores(model, sizes: list[int], features, target) -> list[float]:
+    """The score of the forest made of ``model``'s first n trees, for each n of sizes."""
+    grown = model.estimators_
+    scores = []
+    try:
+        for size in sizes:
+            model.estimators_, model.n_estimators = grown[:size], size
+            scores.append(float(model.score(features, target)))
+    finally:
+        model.estimators_, model.n_estimators = grown, len(grown)
+    return scores
+
+
 @ray.remote(num_cpus=1)
-def _score_fold(data, *, regression: bool, params: dict, train_rows, test_rows, seed: int):
+def _score_fold(data, *, regression: bool, params: dict, sizes: list[int], train_rows,
+                test_rows, seed: int):
+    """Grow the largest forest of ``sizes`` on one fold and score each size's prefix."""
     features, target = data
-    model = forest(regression, random_state=seed, **params)
+    model = forest(regression, random_state=seed, n_estimators=max(sizes), **params)
     _as_invalid_input(
         lambda: model.fit(features.iloc[train_rows], target.iloc[train_rows]),
         f"parameters {params}",
     )
-    score = float(model.score(features.iloc[test_rows], target.iloc[test_rows]))
-    return score, ray.util.get_node_ip_address()
+    scores = prefix_scores(model, sizes, features.iloc[test_rows], target.iloc[test_rows])
+    return scores, ray.util.get_node_ip_address()
 
 
 def grid_search(
     dataset: Path, param_grid: Any, *, target: str = "target", cv: int = 3, seed: int = 0,
     progress: Progress = None,
 ) -> dict[str, Any]:
-    """Cross-validate every combination: one Ray task per (combination, fold).
+    """Cross-validate every combination: one Ray task per (forest group, fold).
 
     The dataset goes into Ray's object store once and every task reads it from there.
-    Each combination reports the addresses of the Ray nodes its folds ran on.
+    Combinations that differ only in n_estimators share one forest per fold (see
+    forest_groups); the scores are those of separate forests, tree for tree. Each
+    combination reports the addresses of the Ray nodes its folds ran on.
     """
     grid = validate_grid(param_grid)
     if not isinstance(cv, int) or isinstance(cv, bool) or cv < 2:
@@ -231,18 +291,28 @@ def grid_search(
     folds = _as_invalid_input(lambda: list(splitter.split(features, labels)),
                               f"cannot make {cv} folds")
     data_ref = ray.put((features, labels))
+    groups = forest_groups(grid)
     refs = [
         _score_fold.remote(data_ref, regression=regression, params=params,
+                           sizes=[forest_size(grid[index]) for index in indexes],
                            train_rows=train, test_rows=test, seed=seed)
-        for params in grid
+        for params, indexes in groups
         for train, test in folds
     ]
-    folds_done = gather(refs, progress)
-    results = []
-    for index, params in enumerate(grid):
-        fold_scores, fold_nodes = zip(*folds_done[index * cv:(index + 1) * cv], strict=True)
-        results.append({"params": params, "mean_score": float(np.mean(fold_scores)),
-                        "fold_scores": list(fold_scores), "nodes": sorted(set(fold_nodes))})
+    folds_done = iter(gather(refs, progress))
+    fold_scores: dict[int, list[float]] = {}
+    nodes: dict[int, set[str]] = {}
+    for _, indexes in groups:
+        for _ in folds:
+            scores, node = next(folds_done)
+            for index, score in zip(indexes, scores, strict=True):
+                fold_scores.setdefault(index, []).append(score)
+                nodes.setdefault(index, set()).add(node)
+    results = [
+        {"params": params, "mean_score": float(np.mean(fold_scores[index])),
+         "fold_scores": fold_scores[index], "nodes": sorted(nodes[index])}
+        for index, params in enumerate(grid)
+    ]
     best = max(results, key=lambda result: result["mean_score"])
     return {
         "best_params": best["params"],

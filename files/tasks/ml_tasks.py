@@ -41,7 +41,8 @@ def distributed_training(self, model_config=None, dataset_path=None):
 
 @task(soft_time_limit=3300, time_limit=3600, **DURABLE)
 def hyperparameter_search(self, param_grid=None, dataset_path=None, target="target", cv=3):
-    """Cross-validate every combination of param_grid on Ray, one task per fold.
+    """Cross-validate every combination of param_grid on Ray, one task per fold of each
+    group of combinations that differ only in n_estimators (they share one forest).
 
     Returns best_params, best_score (mean CV score) and results: every combination's
     params, mean_score, fold_scores and nodes (the addresses of the Ray nodes its folds
