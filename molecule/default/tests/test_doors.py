@@ -85,13 +85,6 @@ def test_redis_refuses_a_client_that_gives_no_password():
         redis_client().ping()
 
 
-def test_redis_default_user_is_off_even_with_the_right_password():
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis_client(password=SECRETS["vault_redis_password"]).ping()
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        redis_client(username="default", password=SECRETS["vault_redis_password"]).ping()
-
-
 @pytest.mark.parametrize("command", [
     ("FLUSHALL",),
     ("FLUSHDB",),
