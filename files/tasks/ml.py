@@ -109,10 +109,15 @@ def _forest_params(config: dict[str, Any], allowed_extra: set[str]) -> dict[str,
     return {key: value for key, value in config.items() if key in FOREST_PARAMS}
 
 
+def is_count(value: Any) -> bool:
+    """A whole number of things, at least 1 (True and False are not counts)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def trees_per_partition(n_estimators: Any, num_partitions: Any) -> list[int]:
     for name, value in (("n_estimators", n_estimators), ("num_partitions", num_partitions)):
         maximum = MAX_TRAINING_COUNTS[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        if not is_count(value) or value > maximum:
             raise InvalidInput(f"model_config[{name!r}] must be an integer from 1 to "
                                f"{maximum}, got {value!r}")
     if num_partitions > n_estimators:
@@ -215,8 +220,8 @@ def validate_grid(param_grid: Any) -> list[dict[str, Any]]:
         if unknown:
             raise InvalidInput(f"param_grid[{index}] has unknown parameters {sorted(unknown)}; "
                                f"allowed: {sorted(FOREST_PARAMS | {'n_estimators'})}")
-        trees, most = params.get("n_estimators", 1), MAX_TRAINING_COUNTS["n_estimators"]
-        if not isinstance(trees, int) or isinstance(trees, bool) or trees < 1:
+        trees, most = forest_size(params), MAX_TRAINING_COUNTS["n_estimators"]
+        if not is_count(trees):
             raise InvalidInput(f"param_grid[{index}]['n_estimators'] must be an integer "
                                f"from 1 to {most}, got {trees!r}")
         if trees > most:
