@@ -32,6 +32,8 @@ FLOWER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}"
 
 WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
 CELERY_UNITS = [*WORKER_UNITS, "celery-beat.service", "flower.service"]
+REDIS_UNIT = "redis-server@celery.service"
+STACK_UNITS = [REDIS_UNIT, "ray-head.service", *CELERY_UNITS]
 
 # The model the spec's batch prediction example reads (conftest.trained_model trains it).
 TRAINED_MODEL = "/models/trained_model.pkl"
@@ -46,6 +48,10 @@ def worker_name(queue: str) -> str:
 
 def main_pid(host, unit: str) -> int:
     return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+
+
+def main_pids(host, units=STACK_UNITS) -> dict[str, int]:
+    return {unit: main_pid(host, unit) for unit in units}
 
 
 def pool_size(host, unit: str) -> int:

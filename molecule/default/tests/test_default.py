@@ -11,11 +11,10 @@ from scenario import (
     QUEUES,
     REDIS_USER,
     SECRETS,
+    STACK_UNITS,
     main_pid,
     pool_size,
 )
-
-STACK_UNITS = ["redis-server@celery.service", "ray-head.service", *CELERY_UNITS]
 
 
 def listeners(host, port):

@@ -21,8 +21,11 @@ from scenario import (
     DEADLINE_SECONDS,
     PROJECT,
     QUEUES,
+    REDIS_UNIT,
+    STACK_UNITS,
     WORKER_UNITS,
     main_pid,
+    main_pids,
     pool_size,
     report_drill,
     run_playbook,
@@ -34,8 +37,6 @@ from scenario import (
 
 LOAD = 1000
 PING = "tasks.simple_tasks.ping"
-REDIS_UNIT = "redis-server@celery.service"
-STACK_UNITS = [REDIS_UNIT, "ray-head.service", *CELERY_UNITS]
 # Enough trees that a training runs for seconds on the scenario's 60-row dataset.
 TRAINING = {
     "model_config": {"n_estimators": 4000, "num_partitions": 2},
@@ -51,10 +52,6 @@ def broker():
     client = redis.Redis.from_url(BROKER_URL)
     yield client
     client.close()
-
-
-def main_pids(container, units=STACK_UNITS) -> dict[str, int]:
-    return {unit: main_pid(container, unit) for unit in units}
 
 
 def restarts(container, unit: str) -> int:
