@@ -19,8 +19,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 class Measure:
     """The project against the plain alternative, measured in the same run.
 
-    ratio = median(project) / median(alternative); ``bound`` is the target's upper bound
-    on it, when the target is one.
+    ratio = median(project) / median(alternative); ``bound`` is the target's bound on it,
+    when the target is one: an upper bound, or a lower one with ``at_least`` (throughput).
     """
 
     benchmark: str
@@ -32,6 +32,7 @@ class Measure:
     bound: float | None = None
     condition: bool = True  # a further requirement of the target (same best params...)
     digits: int = 2
+    at_least: bool = False
 
     @property
     def ratio(self) -> float:
@@ -39,7 +40,10 @@ class Measure:
 
     @property
     def met(self) -> bool:
-        within = self.bound is None or self.ratio <= self.bound
+        if self.bound is None:
+            within = True
+        else:
+            within = self.ratio >= self.bound if self.at_least else self.ratio <= self.bound
         return within and self.condition
 
     def as_json(self) -> dict:

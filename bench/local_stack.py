@@ -1,0 +1,70 @@
+"""The local stack the stack benchmarks use: the container of Molecule's `local` scenario
+(`make up`), driven from this controller with the project's own playbooks."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+SCENARIO = "local"
+MOLECULE_FILE = PROJECT / f"molecule/{SCENARIO}/molecule.yml"
+MOLECULE_CONFIG = yaml.safe_load(MOLECULE_FILE.read_text())
+PLATFORM = MOLECULE_CONFIG["platforms"][0]
+CONTAINER = PLATFORM["name"]
+BIN = Path(sys.executable).parent
+# Molecule and Ansible find their own commands (ansible-playbook, ...) on PATH.
+ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           ANSIBLE_ROLES_PATH=str(PROJECT / "roles"), ANSIBLE_NOCOLOR="1")
+
+
+def running() -> bool:
+    state = subprocess.run(
+        ["docker", "container", "inspect", "--format", "{{.State.Running}}", CONTAINER],
+        capture_output=True, text=True, check=False)
+    return state.stdout.strip() == "true"
+
+
+def check(completed: subprocess.CompletedProcess) -> None:
+    if completed.returncode != 0:
+        raise SystemExit(f"{' '.join(completed.args)} failed:\n{completed.stdout[-4000:]}"
+                         f"\n{completed.stderr[-2000:]}")
+
+
+def molecule(step: str) -> None:
+    check(subprocess.run([str(BIN / "molecule"), step, "-s", SCENARIO], cwd=PROJECT, env=ENV,
+                         capture_output=True, text=True, check=False))
+
+
+def write_inventory(directory: Path) -> Path:
+    """The scenario's inventory as Molecule writes it: the container in its groups, reached
+    with docker exec, beside the scenario's group_vars and host_vars."""
+    host = {CONTAINER: {"ansible_connection": "community.docker.docker"}}
+    groups = {group: {"hosts": host} for group in PLATFORM["groups"]}
+    (directory / "inventory.yml").write_text(yaml.safe_dump(groups))
+    for kind, link in MOLECULE_CONFIG["provisioner"]["inventory"]["links"].items():
+        (directory / kind).symlink_to((MOLECULE_FILE.parent / link).resolve())
+    return directory
+
+
+def playbook(name: str, *args: str) -> tuple[float, int]:
+    """Run playbooks/NAME against the local stack: (seconds, tasks reported changed)."""
+    with tempfile.TemporaryDirectory(prefix="bench-inventory-") as directory:
+        command = [str(BIN / "ansible-playbook"), "-i", str(write_inventory(Path(directory))),
+                   str(PROJECT / "playbooks" / name), *args]
+        start = time.perf_counter()
+        completed = subprocess.run(command, cwd=PROJECT, env=ENV, capture_output=True,
+                                   text=True, check=False)
+        seconds = time.perf_counter() - start
+    check(completed)
+    recap = completed.stdout.rpartition("PLAY RECAP")[2]
+    return seconds, sum(int(count) for count in re.findall(r"changed=(\d+)", recap))
+
+
+def docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], check=True, **kwargs)

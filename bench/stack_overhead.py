@@ -1,0 +1,47 @@
+"""Stack overhead: the deployed `default` worker of the local stack against a bare
+``celery worker`` with the same Celery, Redis and concurrency (bench/overhead_probe.py,
+run inside the container with the deployed virtualenv, so both are measured on the
+container's own network from the same client)."""
+
+import json
+
+from bench import local_stack
+from bench.measure import Samples
+from bench.report import Benchmark, Measure
+
+PROBE = local_stack.PROJECT / "bench/overhead_probe.py"
+PROBE_DIR = "/tmp/celery-ray-bench"
+VENV_PYTHON = "/opt/celery-ray/venv/bin/python"
+
+
+def run(calls: int, tasks: int, repetitions: int) -> Benchmark:
+    if not local_stack.running():
+        raise SystemExit(f"the local stack ({local_stack.CONTAINER}) is not running: "
+                         "make up (or run the operations benchmark first)")
+    container = local_stack.CONTAINER
+    local_stack.docker("exec", container, "mkdir", "-p", PROBE_DIR)
+    local_stack.docker("cp", str(PROBE), f"{container}:{PROBE_DIR}/overhead_probe.py")
+    completed = local_stack.docker(
+        "exec", "--workdir", PROBE_DIR, container, VENV_PYTHON, "overhead_probe.py",
+        str(calls), str(tasks), str(repetitions), capture_output=True, text=True)
+    measured = json.loads(completed.stdout.strip().splitlines()[-1])
+    benchmark = Benchmark(
+        "stack_overhead",
+        f"tasks.simple_tasks.ping through the deployed default worker (concurrency "
+        f"{measured['concurrency']}) against a bare celery worker, same Celery, Redis and "
+        f"concurrency, client inside {container}; {calls:,} round trips, "
+        f"{repetitions} x {tasks:,} fire-and-forget tasks",
+    )
+    latency = {key: {side: Samples([value]) for side, value in measured[key].items()}
+               for key in ("p50_ms", "p99_ms")}
+    rates = {side: Samples(values) for side, values in measured["tasks_per_second"].items()}
+    benchmark.measures += [
+        Measure("stack_overhead", "ping round trip p50", "ms", latency["p50_ms"]["deployed"],
+                latency["p50_ms"]["bare"], "<= 1.10x bare Celery", 1.10),
+        Measure("stack_overhead", "ping round trip p99", "ms", latency["p99_ms"]["deployed"],
+                latency["p99_ms"]["bare"], "<= 1.25x bare Celery", 1.25),
+        Measure("stack_overhead", "fire-and-forget throughput", "tasks/s",
+                rates["deployed"], rates["bare"], ">= 0.90x bare Celery", 0.90,
+                digits=0, at_least=True),
+    ]
+    return benchmark
