@@ -13,7 +13,7 @@ help:
 	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
 	@echo "make down     tear the local stack down"
 	@echo "make test     lint, unit tests and both Molecule scenarios (installs what it needs)"
-	@echo "make bench    the task benchmarks against plain pandas/polars/scikit-learn (QUICK=1: < 10 min)"
+	@echo "make bench    the stack and task benchmarks against bare Celery, pandas/polars, scikit-learn (QUICK=1: smaller)"
 
 $(VENV)/.installed: requirements-dev.txt files/tasks/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,8 @@ molecule-cluster: $(VENV)/.installed base-image
 
 molecule: molecule-default molecule-cluster
 
-bench: $(VENV)/.installed host-packages
+# The stack benchmarks recreate the local stack's container (`make up`) and leave it up.
+bench: $(VENV)/.installed host-packages base-image
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	bash bench/run.sh $(if $(QUICK),--quick)
 

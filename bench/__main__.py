@@ -1,22 +1,26 @@
-"""Task-level benchmarks: each of the project's tasks against the plain alternative, on
-the same data, in the same run.
+"""The benchmarks: the stack and each of the project's tasks against the plain
+alternative, on the same data, in the same run.
 
-    make bench            # full sizes (about an hour on 2 cores)
-    make bench QUICK=1    # smaller sizes, under 10 minutes
+    make bench            # full sizes
+    make bench QUICK=1    # smaller sizes, under 10 minutes once the local stack is up
 
 Both run ``bash bench/run.sh [--quick] [--only NAME,...] [--set SIZE=VALUE ...]``
 (--set overrides one of the sizes below, e.g. ``--set grid_multiples=1,2
---set repetitions=2``), which starts this module in
-a network and PID namespace of its own (Ray, Redis and the Celery workers see only
-loopback and end with the run). Prints one table per benchmark and writes
-bench/results/latest.json and bench/results/latest.png.
+--set repetitions=2``). The task benchmarks start Ray, Redis and Celery workers of their
+own in a network and PID namespace of their own (bench/tasks.py: they see only loopback
+and end with the run). The stack benchmarks use the local stack's container (`make up`,
+Molecule scenario `local`): operations recreates it to time a cold converge
+and leaves it up for stack_overhead. Prints one table
+per benchmark and writes bench/results/latest.json and bench/results/latest.png.
 """
 
 import argparse
 import ast
 import dataclasses
 import os
-import shutil
+import pickle
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,9 +28,9 @@ from pathlib import Path
 
 import psutil
 
-from bench import large_csv, ml
-from bench.report import RESULTS_DIR, chart, table, write_json
-from bench.stack import Stack
+from bench import operations, stack_overhead
+from bench.report import RESULTS_DIR, Benchmark, chart, table, write_json
+from bench.tasks import BENCHMARKS as TASK_BENCHMARKS
 
 
 @dataclass(frozen=True)
@@ -37,25 +41,32 @@ class Sizes:
     training_rows: int
     csv_rows: tuple[int, ...]
     batch_rows: int
+    ping_calls: int
+    fire_and_forget_tasks: int
+    operation_repetitions: int
 
 
 FULL = Sizes(repetitions=3, grid_rows=5_000, grid_multiples=(1, 2, 4),
              training_rows=100_000, csv_rows=(1_000_000, 5_000_000, 10_000_000),
-             batch_rows=1_000_000)
+             batch_rows=1_000_000, ping_calls=2_000, fire_and_forget_tasks=5_000,
+             operation_repetitions=2)
 QUICK = Sizes(repetitions=3, grid_rows=500, grid_multiples=(1, 2),
               training_rows=20_000, csv_rows=(200_000, 1_000_000, 2_000_000),
-              batch_rows=200_000)
+              batch_rows=200_000, ping_calls=2_000, fire_and_forget_tasks=5_000,
+              operation_repetitions=1)
 
-BENCHMARKS = {
-    "hyperparameter_search": lambda stack, root, sizes: ml.hyperparameter_search(
-        stack, root, sizes.grid_rows, sizes.grid_multiples, sizes.repetitions),
-    "distributed_training": lambda stack, root, sizes: ml.distributed_training(
-        stack, root, sizes.training_rows, sizes.repetitions),
-    "process_large_csv": lambda stack, root, sizes: large_csv.run(
-        stack, root, sizes.csv_rows, sizes.repetitions),
-    "batch_predictions": lambda stack, root, sizes: ml.batch_predictions(
-        stack, root, sizes.batch_rows, sizes.repetitions),
+STACK_BENCHMARKS = {
+    "operations": lambda sizes: operations.run(sizes.operation_repetitions),
+    "stack_overhead": lambda sizes: stack_overhead.run(sizes.ping_calls,
+                                                       sizes.fire_and_forget_tasks,
+                                                       sizes.repetitions),
 }
+ALL = [*TASK_BENCHMARKS, *STACK_BENCHMARKS]
+
+# bash stays PID 1 of the namespace (no exec): it reaps the daemons `ray start` leaves
+# orphaned, which `ray stop` would otherwise wait for as zombies.
+OWN_NAMESPACE = ["unshare", "--net", "--pid", "--fork", "--mount-proc",
+                 "bash", "-c", 'ip link set lo up && "$@"; exit $?', "bench-tasks"]
 
 
 def machine() -> str:
@@ -84,36 +95,44 @@ def override(sizes: Sizes, assignments: list[str]) -> Sizes:
     return dataclasses.replace(sizes, **changes)
 
 
+def run_task_benchmarks(names: list[str], sizes: Sizes) -> list[Benchmark]:
+    """bench.tasks in a network and PID namespace of its own; its tables print as they end."""
+    with tempfile.TemporaryDirectory(prefix="bench-request-") as exchange:
+        request, result = Path(exchange, "request"), Path(exchange, "result")
+        request.write_bytes(pickle.dumps((names, sizes)))
+        completed = subprocess.run(
+            [*OWN_NAMESPACE, sys.executable, "-m", "bench.tasks", str(request), str(result)],
+            check=False)
+        if completed.returncode != 0:
+            raise SystemExit(f"the task benchmarks failed (exit {completed.returncode})")
+        return pickle.loads(result.read_bytes())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (< 10 minutes)")
-    parser.add_argument("--only", help="comma-separated benchmarks to run: "
-                        + ", ".join(BENCHMARKS))
+    parser.add_argument("--only", help="comma-separated benchmarks to run: " + ", ".join(ALL))
     parser.add_argument("--set", action="append", default=[], metavar="SIZE=VALUE",
                         help="override one size, e.g. grid_rows=5000 or grid_multiples=1,2")
     args = parser.parse_args()
-    selected = args.only.split(",") if args.only else list(BENCHMARKS)
-    unknown = set(selected) - set(BENCHMARKS)
+    selected = args.only.split(",") if args.only else ALL
+    unknown = set(selected) - set(ALL)
     if unknown:
-        parser.error(f"unknown benchmarks {sorted(unknown)}; known: {list(BENCHMARKS)}")
+        parser.error(f"unknown benchmarks {sorted(unknown)}; known: {ALL}")
     sizes = override(QUICK if args.quick else FULL, args.set)
+    kind = "quick" if args.quick else "full"
     started = time.monotonic()
-    print(f"machine: {machine()}; sizes: {'quick' if args.quick else 'full'} {sizes}",
-          flush=True)
-    data_root = Path(tempfile.mkdtemp(prefix="bench-data-"))
-    benchmarks = []
-    try:
-        with Stack(data_root) as stack:
-            for name in selected:
-                benchmarks.append(BENCHMARKS[name](stack, data_root, sizes))
-                print(table(benchmarks[-1]), flush=True)
-    finally:
-        shutil.rmtree(data_root, ignore_errors=True)
+    print(f"machine: {machine()}; sizes: {kind} {sizes}", flush=True)
+    task_names = [name for name in selected if name in TASK_BENCHMARKS]
+    benchmarks = run_task_benchmarks(task_names, sizes) if task_names else []
+    for name in selected:
+        if name in STACK_BENCHMARKS:
+            benchmarks.append(STACK_BENCHMARKS[name](sizes))
+            print(table(benchmarks[-1]), flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
     write_json(benchmarks, RESULTS_DIR / "latest.json")
     chart(benchmarks, RESULTS_DIR / "latest.png",
-          f"celery-ray-stack task benchmarks ({'quick' if args.quick else 'full'}); "
-          f"{machine()}")
+          f"celery-ray-stack benchmarks ({kind}); {machine()}")
     print(f"done in {time.monotonic() - started:.0f} s; machine after: {machine()}; "
           f"wrote {RESULTS_DIR / 'latest.json'} and latest.png")
 
