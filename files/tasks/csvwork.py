@@ -42,7 +42,7 @@ DEFAULT_NUM_CHUNKS = 4
 MAX_NUM_CHUNKS = 1024
 # Larger files get more ranges than asked for, so that no Ray task parses more than this.
 MAX_RANGE_BYTES = 128 * 1024 * 1024
-COPY_BUFFER_BYTES = 8 * 1024 * 1024
+COPY_BUFFER_BYTES = 1024 * 1024
 # A Ray task filters its range this many bytes (rounded up to whole lines) at a time:
 # larger blocks cost memory (a few times the block size per Ray task), not speed.
 BLOCK_BYTES = 2 * 1024 * 1024
