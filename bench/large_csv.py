@@ -1,8 +1,11 @@
 """process_large_csv against pandas and polars doing the same filter: time and peak memory.
 
 Peak memory is the largest sampled sum of PSS over every process involved: for the
-project, every process of the run's namespace but the benchmark driver (Redis, the Celery
-workers, the Ray head's daemons and Ray workers); for pandas and polars, their process.
+project, the processes the task goes through (Stack.processes_of("data"): the data-queue
+Celery worker's main and pool processes, Redis, and every process of the Ray head, its
+daemons and its workers, in use or idle); not the ml-queue worker, which the stack also
+runs but this task never reaches, nor the benchmark driver. For pandas and polars, their
+process.
 "above idle" subtracts the sum just before the work (a warm stack, a process with its
 engine loaded); "total" does not.
 """
@@ -12,7 +15,7 @@ import sys
 from pathlib import Path
 
 from bench.data import count_lines, transactions_csv
-from bench.measure import PeakMemory, Samples, namespace_pids_but_mine, process_tree
+from bench.measure import PeakMemory, Samples, process_tree
 from bench.report import Benchmark, Measure, Series
 from bench.stack import Stack
 
@@ -34,7 +37,7 @@ def plain(engine: str, source: Path, output: Path) -> tuple[float, PeakMemory]:
     )
     if process.stdout.readline().strip() != "ready":
         raise RuntimeError(f"the {engine} process did not start")
-    with PeakMemory(process_tree(process.pid)) as memory:
+    with PeakMemory(lambda: process_tree(process.pid)) as memory:
         process.stdin.write("go\n")
         process.stdin.flush()
         seconds = process.stdout.readline()
@@ -45,7 +48,7 @@ def plain(engine: str, source: Path, output: Path) -> tuple[float, PeakMemory]:
 
 
 def project(stack: Stack, source: Path, output: Path) -> tuple[float, PeakMemory, int]:
-    with PeakMemory(namespace_pids_but_mine) as memory:
+    with PeakMemory(stack.processes_of("data")) as memory:
         seconds, result = stack.run(
             TASK, file_path=str(source), output_path=str(output),
             transformations={"filter": {"amount": MINIMUM}, "num_chunks": NUM_CHUNKS},

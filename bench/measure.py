@@ -45,23 +45,20 @@ def proportional_set_size(pids: Iterable[int]) -> int:
     return total
 
 
-def namespace_pids_but_mine() -> list[int]:
-    """Every process of the run's PID namespace except this benchmark driver and its
-    children (the process pool GridSearchCV leaves behind, the pandas/polars processes)."""
+def not_started_by_me() -> list[int]:
+    """The processes of the run's PID namespace that this benchmark driver did not start,
+    itself and the namespace's init (bench/run.sh's bash) aside: the daemons `ray start`
+    leaves to that init (the Ray head's) and the workers they start in turn."""
     driver = psutil.Process()
-    mine = {driver.pid, *(child.pid for child in driver.children(recursive=True))}
+    mine = {1, driver.pid, *(child.pid for child in driver.children(recursive=True))}
     return [pid for pid in psutil.pids() if pid not in mine]
 
 
-def process_tree(pid: int) -> Callable[[], list[int]]:
-    def pids() -> list[int]:
-        try:
-            parent = psutil.Process(pid)
-            return [pid, *(child.pid for child in parent.children(recursive=True))]
-        except psutil.NoSuchProcess:
-            return []
-
-    return pids
+def process_tree(pid: int) -> list[int]:
+    try:
+        return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
 
 
 class PeakMemory:

@@ -1,6 +1,7 @@
 """The stack the task benchmarks run through: redis-server, a Ray head (2 CPUs, token
-auth, a temp dir of the run's own) and one Celery worker per queue, started by this
-process inside the run's own network and PID namespace (bench/run.sh) and stopped by PID.
+auth, a temp dir of the run's own, no Ray Client server: the ray_head role's default) and
+one Celery worker per queue, started by this process inside the run's own network and PID
+namespace (bench/run.sh) and stopped by PID.
 
 Tasks go through real Celery workers, as users send them: the measured time is the
 client's, from send_task to the result, with the worker's Ray connection already made
@@ -24,10 +25,14 @@ from typing import Any
 import redis
 from tasks.client import make_client
 
+from bench.measure import not_started_by_me, process_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_PARENT = ROOT / "files"
 BIN = Path(sys.executable).parent
 RAY_CPUS = 2
+# The ray_head role's `ray start`: without the Ray Client server, as deployed by default.
+RAY_START_WITHOUT_CLIENT = ROOT / "roles" / "ray_head" / "files" / "ray_start_without_client.py"
 # (hostname prefix, queues, concurrency): one task at a time per queue, like the spec's ml
 # worker; the Ray cluster gets both cores.
 WORKERS = (("ml", "ml", 1), ("data", "data", 1))
@@ -70,7 +75,7 @@ class Stack:
         # Unix socket paths under Ray's temp dir must stay short: keep it directly in /tmp.
         self.ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         self.redis: subprocess.Popen | None = None
-        self.workers: list[subprocess.Popen] = []
+        self.workers: dict[str, subprocess.Popen] = {}
         self.ray_started = False
         token = self.base / "ray-token"
         token.write_text(secrets.token_hex(32))
@@ -117,12 +122,12 @@ class Stack:
                         RAY_ADDRESS=f"127.0.0.1:{ray_port}")
         self.client = make_client(f"{url}/0", f"{url}/1")
         for name, queues, concurrency in WORKERS:
-            self.workers.append(subprocess.Popen(
+            self.workers[name] = subprocess.Popen(
                 [str(BIN / "celery"), "-A", "tasks", "worker", f"--queues={queues}",
                  f"--concurrency={concurrency}", f"--hostname={name}@%h", "--loglevel=INFO"],
                 cwd=PACKAGE_PARENT, env=self.env, stdout=self._log(f"worker-{name}"),
                 stderr=subprocess.STDOUT,
-            ))
+            )
             hostname = f"{name}@{socket.gethostname()}"
             wait_for(lambda host=hostname: self.client.control.ping([host], timeout=1),
                      f"Celery worker {hostname}")
@@ -134,8 +139,8 @@ class Stack:
         for attempt in range(1, RAY_START_ATTEMPTS + 1):
             port = free_port()
             started = subprocess.run(
-                [str(BIN / "ray"), "start", "--head", f"--port={port}",
-                 f"--num-cpus={RAY_CPUS}", "--node-ip-address=127.0.0.1",
+                [sys.executable, str(RAY_START_WITHOUT_CLIENT), "start", "--head",
+                 f"--port={port}", f"--num-cpus={RAY_CPUS}", "--node-ip-address=127.0.0.1",
                  f"--temp-dir={self.ray_temp}", "--include-dashboard=false",
                  "--disable-usage-stats", f"--object-store-memory={2 * 1024**3}"],
                 env=self.env, check=False, stdout=self._log("ray"), stderr=subprocess.STDOUT,
@@ -152,6 +157,16 @@ class Stack:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=self.env, check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def processes_of(self, worker: str) -> Callable[[], list[int]]:
+        """The processes a task run by `worker` goes through: that Celery worker (main
+        process and pool), Redis, and the Ray head's daemons and workers. The other
+        queues' workers and this driver are left out."""
+        def pids() -> list[int]:
+            return [*process_tree(self.workers[worker].pid), *process_tree(self.redis.pid),
+                    *not_started_by_me()]
+
+        return pids
+
     def run(self, task: str, **kwargs: Any) -> tuple[float, dict]:
         """Send a task by name (routed to its queue) and wait: (seconds, result)."""
         start = time.perf_counter()
@@ -160,9 +175,9 @@ class Stack:
 
     def stop(self, keep_logs: bool = False) -> None:
         """Warm shutdown of the workers (SIGTERM), then Ray, then Redis."""
-        for process in self.workers:
+        for process in self.workers.values():
             process.send_signal(signal.SIGTERM)
-        for process in self.workers:
+        for process in self.workers.values():
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:

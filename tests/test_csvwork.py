@@ -2,8 +2,9 @@
 
 import pandas as pd
 import pytest
+import ray
 from conftest import transactions_frame
-from tasks.csvwork import aggregate_csvs, process_csv
+from tasks.csvwork import CsvHead, _filter_range, aggregate_csvs, process_csv
 from tasks.errors import InvalidInput
 
 
@@ -32,6 +33,20 @@ def test_filter_keeps_rows_at_or_above_the_minimum(stack, transactions, num_chun
     assert result["chunks"] == num_chunks
     assert progress[-1] == (num_chunks, num_chunks)
     assert [path.name for path in output.parent.iterdir() if path.name.startswith(".")] == []
+
+
+def test_a_range_read_in_small_blocks_keeps_the_same_rows(stack, transactions):
+    head = CsvHead(transactions)
+    middle = head.data_start + (head.size - head.data_start) // 2
+    parts = {block_bytes: stack.processed / f"range-{block_bytes}.csv"
+             for block_bytes in (100, 10**9)}
+    counts = {block_bytes: ray.get(_filter_range.remote(
+        str(transactions), columns=head.columns, start=middle, end=head.size,
+        filters={"amount": 100}, part=str(part), block_bytes=block_bytes))
+        for block_bytes, part in parts.items()}
+    assert counts[100] == counts[10**9]
+    assert parts[100].read_bytes() == parts[10**9].read_bytes()
+    assert 0 < counts[100][1] < counts[100][0] < 5000
 
 
 def test_several_filters_must_all_hold_and_empty_values_are_dropped(stack, ray_cluster):

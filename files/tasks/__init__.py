@@ -4,16 +4,16 @@ Tasks: tasks.ml_tasks (queue ml), tasks.data_tasks (data), tasks.simple_tasks (d
 Settings: tasks.config (environment + TASKS_CONFIG_FILE), tasks.celeryconfig.
 Priorities: tasks.broker. Clients: tasks.client.
 
-Only Celery is imported here: Ray, scikit-learn, pandas and pyarrow are imported inside
-the task bodies, so the prefork parent, Beat, Flower and the config checker stay light.
+``tasks.app`` is made on first use (tasks.celery_app), so the Ray workers, which import
+tasks.csvwork and tasks.ml only, never load Celery. The app imports only Celery: Ray,
+scikit-learn, pandas and pyarrow are imported inside the task bodies, so the prefork
+parent, Beat, Flower and the config checker stay light.
 """
 
-from celery import Celery
 
-import tasks.broker  # noqa: F401  (registers the workers' priority polling)
+def __getattr__(name: str):
+    if name == "app":
+        from tasks.celery_app import app
 
-app = Celery(
-    "tasks",
-    include=["tasks.ml_tasks", "tasks.data_tasks", "tasks.simple_tasks"],
-)
-app.config_from_object("tasks.celeryconfig")
+        return app
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

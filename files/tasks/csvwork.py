@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import ray
 
@@ -43,7 +42,10 @@ DEFAULT_NUM_CHUNKS = 4
 MAX_NUM_CHUNKS = 1024
 # Larger files get more ranges than asked for, so that no Ray task parses more than this.
 MAX_RANGE_BYTES = 128 * 1024 * 1024
-COPY_BUFFER_BYTES = 8 * 1024 * 1024
+COPY_BUFFER_BYTES = 1024 * 1024
+# A Ray task filters its range this many bytes (rounded up to whole lines) at a time:
+# larger blocks cost memory (a few times the block size per Ray task), not speed.
+BLOCK_BYTES = 2 * 1024 * 1024
 NEWLINE, CARRIAGE_RETURN = ord("\n"), ord("\r")
 
 
@@ -127,6 +129,20 @@ def _read_table(path: str, buffer, *, columns: list[str] | None = None,
         raise InvalidInput(f"CSV {path}: {message}") from None
 
 
+def _at_least(column: pa.ChunkedArray, minimum: float) -> np.ndarray:
+    """Which float64 values are >= minimum; a null is not. Read straight from the Arrow
+    buffers: pyarrow.compute, or to_numpy on a column with nulls (which imports pandas),
+    would cost every Ray worker that ran a filter about 30 MB for as long as it lives."""
+    array = column.combine_chunks()
+    validity, values = array.buffers()
+    passes = np.frombuffer(values, np.float64, len(array), array.offset * 8) >= minimum
+    if validity is not None:
+        bits = np.unpackbits(np.frombuffer(validity, np.uint8), bitorder="little",
+                             count=array.offset + len(array))
+        passes &= bits[array.offset:].view(bool)
+    return passes
+
+
 def _row_mask(path: str, buffer, columns: list[str], filters: dict) -> np.ndarray | None:
     """Which rows pass every filter (None: no filter). Only the filter columns are
     converted (to float64); a row with an empty value does not pass."""
@@ -134,50 +150,56 @@ def _row_mask(path: str, buffer, columns: list[str], filters: dict) -> np.ndarra
         return None
     table = _read_table(path, buffer, columns=columns, include=list(filters),
                         column_types={column: pa.float64() for column in filters})
-    mask = None
-    for column, minimum in filters.items():
-        passes = pc.greater_equal(table[column], minimum)
-        mask = passes if mask is None else pc.and_kleene(mask, passes)
-    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+    return np.logical_and.reduce([_at_least(table[column], minimum)
+                                  for column, minimum in filters.items()])
+
+
+def _kept_lines(path: str, block: bytes, block_start: int, columns: list[str],
+                filters: dict) -> tuple[int, int, np.ndarray]:
+    """(rows read, rows kept, the kept rows' bytes) of `block`, whole lines starting at
+    byte `block_start` of the file. pyarrow parses only the filter columns; the kept lines
+    are cut out of the original bytes, so values are never re-formatted."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    line_ends = np.flatnonzero(data == NEWLINE) + 1
+    if line_ends.size == 0 or line_ends[-1] != data.size:
+        line_ends = np.append(line_ends, data.size)
+    line_starts = np.concatenate(([0], line_ends[:-1]))
+    lengths = line_ends - line_starts
+    # pyarrow skips empty lines ("\n" or "\r\n"); so do we.
+    is_row = ~((lengths == 1) | ((lengths == 2) & (data[line_starts] == CARRIAGE_RETURN)))
+    rows = int(is_row.sum())
+    mask = _row_mask(path, pa.py_buffer(block), columns, filters)
+    if mask is not None and mask.size != rows:
+        raise InvalidInput(f"CSV {path}: a quoted field spans lines near byte {block_start}; "
+                           "process_large_csv needs one record per line")
+    keep = is_row.copy()
+    if mask is not None:
+        keep[is_row] = mask
+    return rows, int(keep.sum()), data[np.repeat(keep, lengths)]
 
 
 @ray.remote(num_cpus=1)
 def _filter_range(path: str, *, columns: list[str], start: int, end: int, filters: dict,
-                  part: str) -> tuple[int, int]:
+                  part: str, block_bytes: int = BLOCK_BYTES) -> tuple[int, int]:
     """Copy the lines that start in [start, end) and pass the filters, byte for byte,
-    into `part`: (rows read, rows kept). pyarrow parses only the filter columns; the
-    kept lines are cut out of the original bytes, so values are never re-formatted."""
-    with open(path, "rb") as handle:
-        first = _line_start_at_or_after(handle, start)
-        last = _line_start_at_or_after(handle, end)
-    if last <= first:
-        Path(part).touch()
-        return 0, 0
-    with pa.memory_map(path) as mapped:
-        mapped.seek(first)
-        buffer = mapped.read_buffer(last - first)
-        data = np.frombuffer(buffer, dtype=np.uint8)
-        line_ends = np.flatnonzero(data == NEWLINE) + 1
-        if line_ends.size == 0 or line_ends[-1] != data.size:
-            line_ends = np.append(line_ends, data.size)
-        line_starts = np.concatenate(([0], line_ends[:-1]))
-        lengths = line_ends - line_starts
-        # pyarrow skips empty lines ("\n" or "\r\n"); so do we.
-        is_row = ~((lengths == 1) | ((lengths == 2) & (data[line_starts] == CARRIAGE_RETURN)))
-        rows = int(is_row.sum())
-        mask = _row_mask(path, buffer, columns, filters)
-        if mask is not None and mask.size != rows:
-            raise InvalidInput(f"CSV {path}: a quoted field spans lines near byte {first}; "
-                               "process_large_csv needs one record per line")
-        keep = is_row.copy()
-        if mask is not None:
-            keep[is_row] = mask
-        kept = data[np.repeat(keep, lengths)]
-    with open(part, "wb") as target:
-        target.write(kept.tobytes())
-        if kept.size and kept[-1] != NEWLINE:
-            target.write(b"\n")
-    return rows, int(keep.sum())
+    into `part`: (rows read, rows kept). The range is read in blocks of whole lines of
+    about `block_bytes`, so a worker's memory does not grow with its range."""
+    rows = kept_rows = 0
+    with open(path, "rb") as source, open(part, "wb") as target:
+        position = _line_start_at_or_after(source, start)
+        last = _line_start_at_or_after(source, end)
+        while position < last:
+            block_end = min(_line_start_at_or_after(source, position + block_bytes), last)
+            source.seek(position)
+            block_rows, block_kept, kept = _kept_lines(
+                path, source.read(block_end - position), position, columns, filters)
+            rows += block_rows
+            kept_rows += block_kept
+            target.write(kept)
+            if kept.size and kept[-1] != NEWLINE:
+                target.write(b"\n")
+            position = block_end
+    return rows, kept_rows
 
 
 @contextmanager
