@@ -38,7 +38,7 @@ def test_checker_accepts_the_contract_example(tmp_path):
                             "model_config": {"n_estimators": 100, "max_depth": 20}}],
         "inbox_dir": "/datasets/new", "processed_dir": "/datasets/processed",
         "models_dir": "/models", "webhook_url": "https://hooks.example/x",
-        "retry_backoff_seconds": 60,
+        "retry_backoff_seconds": 60, "task_events": False,
     }
     result = check(tmp_path, document)
     assert result.returncode == 0, result.stderr
@@ -63,6 +63,7 @@ def test_checker_accepts_the_contract_example(tmp_path):
      "retrain_models[0]: unknown keys ['params']"),
     ({"schedules": {}}, "unknown keys ['schedules']"),
     ({"inbox_dir": "relative/dir"}, "inbox_dir: 'relative/dir' must be an absolute path"),
+    ({"task_events": "no"}, "task_events: 'no' must be true or false"),
     ("{not json", "not valid JSON"),
 ])
 def test_checker_names_the_entry_and_the_fix(tmp_path, document, message):
@@ -128,6 +129,18 @@ def test_crontab_entries_become_celery_crontabs(tmp_path):
                             capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "TASKS_CONFIG_FILE": str(path)})
     assert result.stdout.split() == [crontab.__name__, "{3}", "{0}"]
+
+
+@pytest.mark.parametrize("task_events", [True, False])
+def test_task_events_follow_the_config_file(tmp_path, task_events):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"task_events": task_events}))
+    probe = ("from tasks import app; "
+             "print(app.conf.worker_send_task_events, app.conf.task_send_sent_event)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE_PARENT, check=True,
+                            capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "TASKS_CONFIG_FILE": str(path)})
+    assert result.stdout.split() == [str(task_events)] * 2
 
 
 def test_reliability_settings():

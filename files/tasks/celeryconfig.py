@@ -42,8 +42,11 @@ accept_content = ["json"]
 result_expires = 24 * 3600
 result_extended = True
 task_track_started = True
-task_send_sent_event = True
-worker_send_task_events = True
+# Task events feed Flower's task views. They are most of the stack's per-task overhead
+# (bench/stack_overhead.py): task_events false in TASKS_CONFIG_FILE turns them off here and
+# in Flower, which would otherwise switch them back on.
+task_send_sent_event = settings().task_events
+worker_send_task_events = settings().task_events
 
 task_queues = [Queue(name) for name in (*QUEUES, BARE_CLIENT_QUEUE)]
 task_default_queue = "default"

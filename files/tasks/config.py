@@ -72,7 +72,8 @@ CRONTAB_KEYS = {"minute", "hour", "day_of_week", "day_of_month", "month_of_year"
 RETRAIN_KEYS = {"name", "dataset", "model_config"}
 DIR_KEYS = ("inbox_dir", "processed_dir", "models_dir")
 TOP_LEVEL_KEYS = {
-    "beat_schedule", "retrain_models", "webhook_url", "retry_backoff_seconds", *DIR_KEYS,
+    "beat_schedule", "retrain_models", "webhook_url", "retry_backoff_seconds", "task_events",
+    *DIR_KEYS,
 }
 
 
@@ -95,6 +96,7 @@ class Settings:
     models_dir: str = "/models"
     webhook_url: str | None = None
     retry_backoff_seconds: float = 60
+    task_events: bool = True
 
 
 def known_task_names() -> set[str]:
@@ -225,6 +227,9 @@ def validate(document: Any, task_names: set[str] | None = None) -> list[str]:
     backoff = document.get("retry_backoff_seconds")
     if backoff is not None and not (_is_number(backoff) and backoff > 0):
         errors.append(f"retry_backoff_seconds: {backoff!r} must be a number > 0")
+    events = document.get("task_events")
+    if events is not None and not isinstance(events, bool):
+        errors.append(f"task_events: {events!r} must be true or false")
     return errors
 
 
