@@ -1,8 +1,8 @@
 """Operations: how long the project's playbooks take on the local stack's container.
 
 A cold site.yml converge on a fresh container, then idempotent reruns (and what they
-report changed), scale.yml up and back, and code-only updates (site.yml after a change in
-the task code: a copy of files/tasks with one line added, deployed with
+report changed), scale.yml up and back, and code-only updates (deploy-code.yml after a
+change in the task code: a copy of files/tasks with one line added, deployed with
 celery_app_source_dir, then the original again). Each is compared with the cold converge.
 """
 
@@ -36,10 +36,10 @@ def code_updates(repetitions: int) -> Samples:
         for repetition in range(repetitions):
             with open(changed_code / "simple_tasks.py", "a") as module:
                 module.write(f"# code-only update {repetition} (bench/operations.py)\n")
-            seconds, _ = local_stack.playbook("site.yml",
+            seconds, _ = local_stack.playbook("deploy-code.yml",
                                               "-e", f"celery_app_source_dir={changed_code}")
             samples.add(seconds)
-            seconds, _ = local_stack.playbook("site.yml")
+            seconds, _ = local_stack.playbook("deploy-code.yml")
             samples.add(seconds)
     return samples
 
@@ -69,7 +69,7 @@ def run(repetitions: int) -> Benchmark:
         Measure("operations", "scale.yml -e ml_concurrency=4 (and =reset)", "s", scaling,
                 cold, f"<= {SCALE_BOUND_SECONDS} s",
                 condition=scaling.median <= SCALE_BOUND_SECONDS),
-        Measure("operations", "code-only update (site.yml after a task code change)", "s",
+        Measure("operations", "code-only update (deploy-code.yml after a code change)", "s",
                 updates, cold, "none: reported"),
     ]
     benchmark.notes.append(f"cold converge {cold.describe(0)} s; idempotent reruns reported "
