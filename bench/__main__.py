@@ -11,7 +11,8 @@ own in a network and PID namespace of their own (bench/tasks.py: they see only l
 and end with the run). The stack benchmarks use the local stack's container (`make up`,
 Molecule scenario `local`): operations recreates it to time a cold converge
 and leaves it up for stack_overhead. Prints one table
-per benchmark and writes bench/results/latest.json and bench/results/latest.png.
+per benchmark and writes bench/results/latest.json, latest.md (the run as a Markdown
+table) and latest.png.
 """
 
 import argparse
@@ -29,7 +30,7 @@ from pathlib import Path
 import psutil
 
 from bench import operations, stack_overhead
-from bench.report import RESULTS_DIR, Benchmark, chart, table, write_json
+from bench.report import RESULTS_DIR, Benchmark, chart, table, write_json, write_markdown
 from bench.tasks import BENCHMARKS as TASK_BENCHMARKS
 
 
@@ -130,11 +131,13 @@ def main() -> None:
             benchmarks.append(STACK_BENCHMARKS[name](sizes))
             print(table(benchmarks[-1]), flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
+    title = f"celery-ray-stack benchmarks ({kind}); {machine()}"
     write_json(benchmarks, RESULTS_DIR / "latest.json")
-    chart(benchmarks, RESULTS_DIR / "latest.png",
-          f"celery-ray-stack benchmarks ({kind}); {machine()}")
+    write_markdown(benchmarks, RESULTS_DIR / "latest.md",
+                   f"{title}; {time.monotonic() - started:.0f} s; `{' '.join(sys.argv[1:])}`")
+    chart(benchmarks, RESULTS_DIR / "latest.png", title)
     print(f"done in {time.monotonic() - started:.0f} s; machine after: {machine()}; "
-          f"wrote {RESULTS_DIR / 'latest.json'} and latest.png")
+          f"wrote {RESULTS_DIR / 'latest.json'}, latest.md and latest.png")
 
 
 if __name__ == "__main__":

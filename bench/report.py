@@ -96,6 +96,21 @@ def write_json(benchmarks: list[Benchmark], path: Path) -> None:
     path.write_text(json.dumps(measures, indent=2) + "\n")
 
 
+def write_markdown(benchmarks: list[Benchmark], path: Path, heading: str) -> None:
+    """The run as one Markdown table, for the README's performance section."""
+    lines = [heading, "", "| measure | project | alternative | ratio | target | met |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {m.benchmark}: {m.name} | {m.project.describe(m.digits)} {m.unit} | "
+        f"{m.alternative.describe(m.digits)} {m.unit} | {m.ratio:.3f} | {m.target} | "
+        f"{'yes' if m.met else '**no**'} |"
+        for b in benchmarks for m in b.measures
+    ]
+    lines += ["", *(f"- {b.name}: {b.setup}" for b in benchmarks),
+              *(f"- {b.name}: {note}" for b in benchmarks for note in b.notes)]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def chart(benchmarks: list[Benchmark], path: Path, title: str) -> None:
     """Every ratio against its target across the top, then one panel per growth series."""
     measures = [m for b in benchmarks for m in b.measures]
