@@ -1,7 +1,11 @@
 """Stack overhead: the deployed `default` worker of the local stack against a bare
 ``celery worker`` with the same Celery, Redis and concurrency (bench/overhead_probe.py,
 run inside the container with the deployed virtualenv, so both are measured on the
-container's own network from the same client)."""
+container's own network from the same client).
+
+Measured as deployed (task events on, for Flower's task views), then redeployed with
+``celery_app_task_events=false`` and measured again, then deployed as before.
+"""
 
 import json
 
@@ -12,36 +16,54 @@ from bench.report import Benchmark, Measure
 PROBE = local_stack.PROJECT / "bench/overhead_probe.py"
 PROBE_DIR = "/tmp/celery-ray-bench"
 VENV_PYTHON = "/opt/celery-ray/venv/bin/python"
+EVENTS_OFF = "celery_app_task_events=false"
 
 
-def run(calls: int, tasks: int, repetitions: int) -> Benchmark:
-    if not local_stack.running():
-        raise SystemExit(f"the local stack ({local_stack.CONTAINER}) is not running: "
-                         "make up (or run the operations benchmark first)")
+def probe(calls: int, tasks: int, repetitions: int) -> dict:
     container = local_stack.CONTAINER
     local_stack.docker("exec", container, "mkdir", "-p", PROBE_DIR)
     local_stack.docker("cp", str(PROBE), f"{container}:{PROBE_DIR}/overhead_probe.py")
     completed = local_stack.docker(
         "exec", "--workdir", PROBE_DIR, container, VENV_PYTHON, "overhead_probe.py",
         str(calls), str(tasks), str(repetitions), capture_output=True, text=True)
-    measured = json.loads(completed.stdout.strip().splitlines()[-1])
-    benchmark = Benchmark(
-        "stack_overhead",
-        f"tasks.simple_tasks.ping through the deployed default worker (concurrency "
-        f"{measured['concurrency']}) against a bare celery worker, same Celery, Redis and "
-        f"concurrency, client inside {container}; {calls:,} round trips, "
-        f"{repetitions} x {tasks:,} fire-and-forget tasks",
-    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def measures(measured: dict, suffix: str) -> list[Measure]:
     latency = {key: {side: Samples([value]) for side, value in measured[key].items()}
                for key in ("p50_ms", "p99_ms")}
     rates = {side: Samples(values) for side, values in measured["tasks_per_second"].items()}
-    benchmark.measures += [
-        Measure("stack_overhead", "ping round trip p50", "ms", latency["p50_ms"]["deployed"],
-                latency["p50_ms"]["bare"], "<= 1.10x bare Celery", 1.10),
-        Measure("stack_overhead", "ping round trip p99", "ms", latency["p99_ms"]["deployed"],
-                latency["p99_ms"]["bare"], "<= 1.25x bare Celery", 1.25),
-        Measure("stack_overhead", "fire-and-forget throughput", "tasks/s",
+    return [
+        Measure("stack_overhead", f"ping round trip p50{suffix}", "ms",
+                latency["p50_ms"]["deployed"], latency["p50_ms"]["bare"],
+                "<= 1.10x bare Celery", 1.10),
+        Measure("stack_overhead", f"ping round trip p99{suffix}", "ms",
+                latency["p99_ms"]["deployed"], latency["p99_ms"]["bare"],
+                "<= 1.25x bare Celery", 1.25),
+        Measure("stack_overhead", f"fire-and-forget throughput{suffix}", "tasks/s",
                 rates["deployed"], rates["bare"], ">= 0.90x bare Celery", 0.90,
                 digits=0, at_least=True),
     ]
+
+
+def run(calls: int, tasks: int, repetitions: int) -> Benchmark:
+    if not local_stack.running():
+        raise SystemExit(f"the local stack ({local_stack.CONTAINER}) is not running: "
+                         "make up (or run the operations benchmark first)")
+    as_deployed = probe(calls, tasks, repetitions)
+    local_stack.playbook("site.yml", "-e", EVENTS_OFF)
+    try:
+        events_off = probe(calls, tasks, repetitions)
+    finally:
+        local_stack.playbook("site.yml")
+    benchmark = Benchmark(
+        "stack_overhead",
+        f"tasks.simple_tasks.ping through the deployed default worker (concurrency "
+        f"{as_deployed['concurrency']}) against a bare celery worker, same Celery, Redis "
+        f"and concurrency, client inside {local_stack.CONTAINER}; {calls:,} round trips, "
+        f"{repetitions} x {tasks:,} fire-and-forget tasks; as deployed, then with "
+        f"-e {EVENTS_OFF}",
+    )
+    benchmark.measures += measures(as_deployed, "") + measures(
+        events_off, " (task events off)")
     return benchmark
