@@ -24,37 +24,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from bench import operations, stack_overhead
 from bench.report import RESULTS_DIR, Benchmark, chart, table, write_json, write_markdown
+from bench.sizes import FULL, QUICK, Sizes
 from bench.tasks import BENCHMARKS as TASK_BENCHMARKS
-
-
-@dataclass(frozen=True)
-class Sizes:
-    repetitions: int
-    grid_rows: int
-    grid_multiples: tuple[int, ...]
-    training_rows: int
-    csv_rows: tuple[int, ...]
-    batch_rows: int
-    ping_calls: int
-    fire_and_forget_tasks: int
-    operation_repetitions: int
-
-
-FULL = Sizes(repetitions=3, grid_rows=5_000, grid_multiples=(1, 2, 4),
-             training_rows=100_000, csv_rows=(1_000_000, 5_000_000, 10_000_000),
-             batch_rows=1_000_000, ping_calls=2_000, fire_and_forget_tasks=5_000,
-             operation_repetitions=2)
-QUICK = Sizes(repetitions=3, grid_rows=500, grid_multiples=(1, 2),
-              training_rows=20_000, csv_rows=(200_000, 1_000_000, 2_000_000),
-              batch_rows=200_000, ping_calls=2_000, fire_and_forget_tasks=5_000,
-              operation_repetitions=1)
 
 STACK_BENCHMARKS = {
     "operations": lambda sizes: operations.run(sizes.operation_repetitions),
