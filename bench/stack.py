@@ -1,7 +1,7 @@
 """The stack the task benchmarks run through: redis-server, a Ray head (2 CPUs, token
 auth, a temp dir of the run's own, no Ray Client server: the ray_head role's default) and
 one Celery worker per queue, started by this process inside the run's own network and PID
-namespace (bench/run.sh) and stopped by PID.
+namespace (bench.__main__ runs bench.tasks in it) and stopped by PID.
 
 Tasks go through real Celery workers, as users send them: the measured time is the
 client's, from send_task to the result, with the worker's Ray connection already made
