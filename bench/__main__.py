@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from bench import operations, stack_overhead
-from bench.report import RESULTS_DIR, Benchmark, chart, table, write_json, write_markdown
+from bench.report import RESULTS_DIR, Benchmark, chart, table, timed, write_json, write_markdown
 from bench.sizes import FULL, QUICK, Sizes
 from bench.tasks import BENCHMARKS as TASK_BENCHMARKS
 
@@ -37,7 +37,8 @@ STACK_BENCHMARKS = {
     "operations": lambda sizes: operations.run(sizes.operation_repetitions),
     "stack_overhead": lambda sizes: stack_overhead.run(sizes.ping_calls,
                                                        sizes.fire_and_forget_tasks,
-                                                       sizes.repetitions),
+                                                       sizes.repetitions,
+                                                       sizes.overhead_events_off),
 }
 ALL = [*TASK_BENCHMARKS, *STACK_BENCHMARKS]
 
@@ -105,7 +106,7 @@ def main() -> None:
     benchmarks = run_task_benchmarks(task_names, sizes) if task_names else []
     for name in selected:
         if name in STACK_BENCHMARKS:
-            benchmarks.append(STACK_BENCHMARKS[name](sizes))
+            benchmarks.append(timed(STACK_BENCHMARKS[name], sizes))
             print(table(benchmarks[-1]), flush=True)
     RESULTS_DIR.mkdir(exist_ok=True)
     title = f"celery-ray-stack benchmarks ({kind}); {machine()}"

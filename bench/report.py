@@ -1,6 +1,8 @@
 """Tables on stdout, bench/results/latest.json and the chart beside it."""
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +74,14 @@ class Benchmark:
     measures: list[Measure] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def timed(run: Callable[..., Benchmark], *args) -> Benchmark:
+    """run(*args), with how long it took (data and set-up included) in its notes."""
+    start = time.monotonic()
+    benchmark = run(*args)
+    benchmark.notes.append(f"took {time.monotonic() - start:.0f} s in all")
+    return benchmark
 
 
 def table(benchmark: Benchmark) -> str:

@@ -3,8 +3,9 @@
 run inside the container with the deployed virtualenv, so both are measured on the
 container's own network from the same client).
 
-Measured as deployed (task events on, for Flower's task views), then redeployed with
-``celery_app_task_events=false`` and measured again, then deployed as before.
+Measured as deployed (task events on, for Flower's task views), then (full sizes only)
+redeployed with ``celery_app_task_events=false`` and measured again, then deployed as
+before.
 """
 
 import json
@@ -46,24 +47,25 @@ def measures(measured: dict, suffix: str) -> list[Measure]:
     ]
 
 
-def run(calls: int, tasks: int, repetitions: int) -> Benchmark:
+def run(calls: int, tasks: int, repetitions: int, with_events_off: bool) -> Benchmark:
     if not local_stack.running():
         raise SystemExit(f"the local stack ({local_stack.CONTAINER}) is not running: "
                          "make up (or run the operations benchmark first)")
     as_deployed = probe(calls, tasks, repetitions)
-    local_stack.playbook("site.yml", "-e", EVENTS_OFF)
-    try:
-        events_off = probe(calls, tasks, repetitions)
-    finally:
-        local_stack.playbook("site.yml")
     benchmark = Benchmark(
         "stack_overhead",
         f"tasks.simple_tasks.ping through the deployed default worker (concurrency "
         f"{as_deployed['concurrency']}) against a bare celery worker, same Celery, Redis "
         f"and concurrency, client inside {local_stack.CONTAINER}; {calls:,} round trips, "
-        f"{repetitions} x {tasks:,} fire-and-forget tasks; as deployed, then with "
-        f"-e {EVENTS_OFF}",
+        f"{repetitions} x {tasks:,} fire-and-forget tasks; as deployed"
+        + (f", then with -e {EVENTS_OFF}" if with_events_off else ""),
     )
-    benchmark.measures += measures(as_deployed, "") + measures(
-        events_off, " (task events off)")
+    benchmark.measures += measures(as_deployed, "")
+    if with_events_off:
+        local_stack.playbook("site.yml", "-e", EVENTS_OFF)
+        try:
+            benchmark.measures += measures(probe(calls, tasks, repetitions),
+                                           " (task events off)")
+        finally:
+            local_stack.playbook("site.yml")
     return benchmark

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from bench import large_csv, ml
-from bench.report import table
+from bench.report import table, timed
 from bench.stack import Stack
 
 BENCHMARKS = {
@@ -36,7 +36,7 @@ def main(request: Path, result: Path) -> None:
     try:
         with Stack(data_root) as stack:
             for name in names:
-                benchmarks.append(BENCHMARKS[name](stack, data_root, sizes))
+                benchmarks.append(timed(BENCHMARKS[name], stack, data_root, sizes))
                 print(table(benchmarks[-1]), flush=True)
     finally:
         shutil.rmtree(data_root, ignore_errors=True)
