@@ -1,8 +1,11 @@
 """The local stack the stack benchmarks use: the container of Molecule's `local` scenario
 (`make up`), driven from this controller with the project's own playbooks."""
 
+import atexit
+import functools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,9 +44,13 @@ def molecule(step: str) -> None:
                          capture_output=True, text=True, check=False))
 
 
-def write_inventory(directory: Path) -> Path:
+@functools.cache
+def inventory() -> Path:
     """The scenario's inventory as Molecule writes it: the container in its groups, reached
-    with docker exec, beside the scenario's group_vars and host_vars."""
+    with docker exec, beside the scenario's group_vars and host_vars. Written once per run,
+    removed when it ends."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-inventory-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     host = {CONTAINER: {"ansible_connection": "community.docker.docker"}}
     groups = {group: {"hosts": host} for group in PLATFORM["groups"]}
     (directory / "inventory.yml").write_text(yaml.safe_dump(groups))
@@ -54,13 +61,12 @@ def write_inventory(directory: Path) -> Path:
 
 def playbook(name: str, *args: str) -> tuple[float, int]:
     """Run playbooks/NAME against the local stack: (seconds, tasks reported changed)."""
-    with tempfile.TemporaryDirectory(prefix="bench-inventory-") as directory:
-        command = [str(BIN / "ansible-playbook"), "-i", str(write_inventory(Path(directory))),
-                   str(PROJECT / "playbooks" / name), *args]
-        start = time.perf_counter()
-        completed = subprocess.run(command, cwd=PROJECT, env=ENV, capture_output=True,
-                                   text=True, check=False)
-        seconds = time.perf_counter() - start
+    command = [str(BIN / "ansible-playbook"), "-i", str(inventory()),
+               str(PROJECT / "playbooks" / name), *args]
+    start = time.perf_counter()
+    completed = subprocess.run(command, cwd=PROJECT, env=ENV, capture_output=True,
+                               text=True, check=False)
+    seconds = time.perf_counter() - start
     check(completed)
     recap = completed.stdout.rpartition("PLAY RECAP")[2]
     return seconds, sum(int(count) for count in re.findall(r"changed=(\d+)", recap))
