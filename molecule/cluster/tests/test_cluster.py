@@ -104,9 +104,7 @@ def test_node_points_at_the_head(node):
 def test_ray_sees_both_nodes_alive(head):
     # The state API as the service user, with the token the stack's processes use.
     listing = head.check_output(
-        "sudo -u celery bash -c 'set -a && . /etc/celery-ray/celery.env && "
-        "exec /opt/celery-ray/venv/bin/ray list nodes --format=json'"
-    )
+        "sudo -u celery /opt/celery-ray/with-stack-env ray list nodes --format=json")
     nodes = {entry["node_ip"]: entry["state"] for entry in json.loads(listing)}
     assert nodes == {HEAD_ADDRESS: "ALIVE", ADDRESSES[NODE]: "ALIVE"}
 

@@ -196,8 +196,7 @@ def test_ray_token_auth_reaches_the_ray_head_and_every_celery_worker(container, 
 
 def test_ray_object_store_is_bounded(container):
     listing = container.check_output(
-        "runuser -u celery -- bash -c 'set -a && . /etc/celery-ray/celery.env && "
-        "exec /opt/celery-ray/venv/bin/ray list nodes --detail --format=json'")
+        "runuser -u celery -- /opt/celery-ray/with-stack-env ray list nodes --detail --format=json")
     (node,) = json.loads(listing)
     # Ray reports it for people, e.g. "286.102 MiB".
     amount, unit = node["resources_total"]["object_store_memory"].split()
