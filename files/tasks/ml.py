@@ -262,7 +262,9 @@ def prefix_scores(model, sizes: list[int], features, target) -> list[float]:
     return scores
 
 
-@ray.remote(num_cpus=1)
+# SPREAD: with Ray's default policy, short folds all ran on the submitting node (its
+# leased workers took the next fold before a lease on another node was granted).
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
 def _score_fold(data, *, regression: bool, params: dict, sizes: list[int], train_rows,
                 test_rows, seed: int):
     """Grow the largest forest of ``sizes`` on one fold and score each size's prefix."""
