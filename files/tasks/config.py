@@ -19,6 +19,8 @@ TASKS_CONFIG_FILE keys:
   models_dir             where trained models are saved          (/models)
   webhook_url            http(s) URL send_notification posts to (channel "webhook")
   retry_backoff_seconds  first retry delay; then x2, x4 (default 60: 60, 120, 240 s)
+  ray_fault_timeout_seconds  how long a task waits for an unreachable Ray head, when it
+                         connects or while its Ray work runs, before it is retried (60)
 
 Check a file without Redis or Ray (exit 0 when valid, 1 with one line per problem):
   python -m tasks.config check /etc/celery-ray/tasks.json
@@ -73,7 +75,7 @@ RETRAIN_KEYS = {"name", "dataset", "model_config"}
 DIR_KEYS = ("inbox_dir", "processed_dir", "models_dir")
 TOP_LEVEL_KEYS = {
     "beat_schedule", "retrain_models", "webhook_url", "retry_backoff_seconds", "task_events",
-    *DIR_KEYS,
+    "ray_fault_timeout_seconds", *DIR_KEYS,
 }
 
 
@@ -97,6 +99,7 @@ class Settings:
     webhook_url: str | None = None
     retry_backoff_seconds: float = 60
     task_events: bool = True
+    ray_fault_timeout_seconds: float = 60
 
 
 def known_task_names() -> set[str]:
@@ -154,7 +157,7 @@ def _options_errors(where: str, options: Any) -> list[str]:
     return errors
 
 
-def _beat_errors(schedule: Any, task_names: set[str]) -> list[str]:
+def _beat_errors(schedule: Any, task_names: set[str] | None) -> list[str]:
     if not isinstance(schedule, dict):
         return [f"beat_schedule must be an object of entries, got {schedule!r}"]
     errors = []
@@ -168,7 +171,7 @@ def _beat_errors(schedule: Any, task_names: set[str]) -> list[str]:
             errors.append(f"{where}: unknown keys {sorted(unknown)}; "
                           f"allowed: {sorted(BEAT_ENTRY_KEYS)}")
         task = entry.get("task")
-        if task not in task_names:
+        if task_names is not None and task not in task_names:
             errors.append(f"{where}.task: unknown task {task!r}; known: {sorted(task_names)}")
         if "schedule" not in entry:
             errors.append(f"{where}: missing 'schedule' (seconds or crontab)")
@@ -204,7 +207,13 @@ def _retrain_errors(models: Any) -> list[str]:
 
 
 def validate(document: Any, task_names: set[str] | None = None) -> list[str]:
-    """Every problem of a TASKS_CONFIG_FILE document, one message each ([] = valid)."""
+    """Every problem of a TASKS_CONFIG_FILE document, one message each ([] = valid).
+
+    Beat's task names are checked against task_names when given: the checker gives the
+    package's own (known_task_names), before the deployment installs the file. settings()
+    checks the rest only, so that reading the settings imports no task module (they read
+    the settings themselves).
+    """
     if not isinstance(document, dict):
         return ["the top level must be a JSON object"]
     errors = []
@@ -212,7 +221,7 @@ def validate(document: Any, task_names: set[str] | None = None) -> list[str]:
     if unknown:
         errors.append(f"unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
     if "beat_schedule" in document:
-        errors += _beat_errors(document["beat_schedule"], task_names or known_task_names())
+        errors += _beat_errors(document["beat_schedule"], task_names)
     if "retrain_models" in document:
         errors += _retrain_errors(document["retrain_models"])
     for key in DIR_KEYS:
@@ -224,9 +233,10 @@ def validate(document: Any, task_names: set[str] | None = None) -> list[str]:
         isinstance(url, str) and urlparse(url).scheme in ("http", "https")
     ):
         errors.append(f"webhook_url: {url!r} must be an http:// or https:// URL")
-    backoff = document.get("retry_backoff_seconds")
-    if backoff is not None and not (_is_number(backoff) and backoff > 0):
-        errors.append(f"retry_backoff_seconds: {backoff!r} must be a number > 0")
+    for key in ("retry_backoff_seconds", "ray_fault_timeout_seconds"):
+        value = document.get(key)
+        if value is not None and not (_is_number(value) and value > 0):
+            errors.append(f"{key}: {value!r} must be a number > 0")
     events = document.get("task_events")
     if events is not None and not isinstance(events, bool):
         errors.append(f"task_events: {events!r} must be true or false")
@@ -273,7 +283,7 @@ def main(argv: list[str]) -> int:
     # Judge the given file alone, even where the environment names another (maybe broken).
     os.environ.pop("TASKS_CONFIG_FILE", None)
     try:
-        errors = validate(read_document(path))
+        errors = validate(read_document(path), known_task_names())
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
