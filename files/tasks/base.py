@@ -2,7 +2,9 @@
 
 Retry policy (the spec's "Handle Failures Gracefully"): a transient failure (Ray
 unreachable, a Redis connection error, a webhook answering 5xx) is retried up to 3 times,
-``retry_backoff_seconds * 2**retries`` apart (60, 120, 240 s by default). InvalidInput,
+``retry_backoff_seconds * 2**retries`` apart (60, 120, 240 s by default); a Ray connection
+lost under the task at once, since the process that runs it again waits for the head
+(tasks.raycluster). InvalidInput,
 like any other error, fails at once without a retry; so do arguments above the size
 limit of tasks.arguments.
 """
@@ -18,7 +20,7 @@ from kombu.exceptions import OperationalError
 from tasks import app
 from tasks.arguments import check_argument_size
 from tasks.config import settings
-from tasks.errors import InvalidInput, TransientError
+from tasks.errors import InvalidInput, RayConnectionLost, TransientError
 
 MAX_RETRIES = 3
 TRANSIENT_ERRORS = (
@@ -31,6 +33,13 @@ TRANSIENT_ERRORS = (
 )
 # A fan-out remembers what it enqueued for this long (covers any redelivery).
 ENQUEUED_MARKER_SECONDS = 7 * 24 * 3600
+
+
+def retry_delay(exc: Exception, retries: int) -> float:
+    """Seconds before the next attempt: the backoff, or none for a lost Ray connection."""
+    if isinstance(exc, RayConnectionLost):
+        return 0
+    return settings().retry_backoff_seconds * 2 ** retries
 
 
 class RetryingTask(Task):
@@ -47,9 +56,8 @@ class RetryingTask(Task):
         try:
             return super().__call__(*args, **kwargs)
         except TRANSIENT_ERRORS as exc:
-            countdown = settings().retry_backoff_seconds * 2 ** self.request.retries
             # Raises exc itself once the retries are used up.
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            raise self.retry(exc=exc, countdown=retry_delay(exc, self.request.retries)) from exc
 
     def report_progress(self, done: int, total: int) -> None:
         """Shown by Flower and by AsyncResult.info as {'done': n, 'total': m}."""

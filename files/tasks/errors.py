@@ -5,7 +5,8 @@ column, an empty CSV, a path outside the data roots): the task fails at once, wi
 message that says what to fix, and is never retried.
 
 ``TransientError`` is the environment's (Ray unreachable, Redis hiccup, a webhook
-answering 5xx): the task is retried up to 3 times with exponential backoff.
+answering 5xx): the task is retried up to 3 times with exponential backoff (a lost Ray
+connection at once).
 """
 
 
@@ -32,3 +33,11 @@ class TransientError(RuntimeError):
 
 class RayUnavailable(TransientError):
     """The Ray cluster cannot be reached (head down, wrong address, bad token)."""
+
+
+class RayConnectionLost(RayUnavailable):
+    """The Ray node a worker process was attached to went away under a task.
+
+    Retried at once, not after the backoff: the new pool process that runs it again waits
+    for the head itself (tasks.raycluster).
+    """

@@ -1,25 +1,58 @@
-"""The Ray connection of a worker process: made lazily, once, inside the child.
+"""The Ray connection of a worker process: made lazily inside the child, watched while a
+task waits on it, and given up with the process when Ray fails under it.
 
 A prefork parent never imports Ray; each child connects on its first Ray task and keeps
 the connection (ray.init is not fork-safe, so it must not happen before the fork).
 The package directory is shipped to the cluster as a ``py_modules`` runtime env, so Ray
 workers unpickle the remote functions of tasks.ml / tasks.csvwork without the code being
 installed on the Ray nodes.
+
+When the Ray node this process is attached to goes away (the head restarted or crashed,
+the local raylet killed, the node stopped), Ray neither fails the pending work nor lets
+the process reconnect: ``ray.wait`` waits forever, and ``ray.shutdown()`` or ``ray.put``
+end the process ("the local Raylet is dead"). So:
+
+* while a task waits on Ray (:func:`gather`), the connection is checked every few
+  seconds: the local raylet must accept on its socket, and the GCS must answer within
+  ``ray_fault_timeout_seconds``. A dead connection raises RayConnectionLost, a
+  transient error retried at once (tasks.base): the task reruns from the start.
+* the process keeps no dead connection: the next :func:`ensure_ray` in it exits the
+  process instead (SystemExit, which billiard reports before the child ends). Celery
+  puts that task's message back at once (every Ray task is ``acks_late`` with
+  ``reject_on_worker_lost``) and a new pool process runs it with a new connection.
+* connecting waits up to ``ray_fault_timeout_seconds`` for the head to answer (after a
+  reboot the workers may start first) before the task is retried.
 """
 
+import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from typing import Any
 
 from tasks.config import settings
-from tasks.errors import InvalidInput, RayUnavailable
+from tasks.errors import InvalidInput, RayConnectionLost, RayUnavailable
+
+logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 3
+# How often a waiting task checks its connection (and reports progress at the latest).
+LIVENESS_INTERVAL_SECONDS = 2
 
-_connected_pid: int | None = None
+
+@dataclass
+class _Connection:
+    pid: int
+    raylet_socket: str
+    lost: str | None = None
+    unreachable_since: float | None = None
+
+
+_connection: _Connection | None = None
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -37,15 +70,92 @@ def probe(address: str) -> None:
         raise RayUnavailable(f"Ray head {address} is unreachable: {exc}") from exc
 
 
-def ensure_ray():
-    """Return the ``ray`` module, connected to RAY_ADDRESS in this process."""
-    global _connected_pid  # noqa: PLW0603 (one connection per process, by design)
+def wait_for_head(address: str, timeout_seconds: float) -> None:
+    """Probe the head until it answers, for up to timeout_seconds."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            probe(address)
+            return
+        except RayUnavailable as exc:
+            if time.monotonic() >= deadline:
+                raise RayUnavailable(f"{exc} (waited {timeout_seconds:g} s)") from exc
+        time.sleep(1)
+
+
+def _accepts(unix_socket: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(PROBE_TIMEOUT_SECONDS)
+        try:
+            client.connect(unix_socket)
+        except OSError:
+            return False
+    return True
+
+
+def check_connection() -> None:
+    """Raise RayConnectionLost if this process's Ray connection is dead.
+
+    Dead: the local raylet no longer accepts (the node restarted, was stopped or killed:
+    a new raylet has a new session directory, so the old socket stays refused), or the
+    GCS has not answered for ray_fault_timeout_seconds.
+    """
+    connection = _connection
+    if connection is None or connection.pid != os.getpid():
+        return
+    if connection.lost is None:
+        connection.lost = _why_lost(connection)
+    if connection.lost:
+        raise RayConnectionLost(connection.lost)
+
+
+def _why_lost(connection: _Connection) -> str | None:
+    if not _accepts(connection.raylet_socket):
+        return ("the Ray node this worker process was attached to is gone (its raylet "
+                "no longer answers: the node restarted, stopped or was killed)")
+    address = settings().ray_address
+    try:
+        probe(address)
+        connection.unreachable_since = None
+        return None
+    except RayUnavailable as exc:
+        now = time.monotonic()
+        if connection.unreachable_since is None:
+            connection.unreachable_since = now
+        bound = settings().ray_fault_timeout_seconds
+        if now - connection.unreachable_since >= bound:
+            return f"{exc} for {bound:g} s"
+        return None
+
+
+def _replace_this_process(reason: str) -> None:
+    """Leave the pool: the task's message goes back to its queue, a new process runs it."""
+    logger.warning("Ray connection of pool process %d lost (%s): replacing the process; "
+                   "the task goes back to its queue", os.getpid(), reason)
+    raise SystemExit(f"Ray connection lost: {reason}")
+
+
+def ensure_ray(head_wait_seconds: float | None = None):
+    """Return the ``ray`` module, connected to RAY_ADDRESS in this process.
+
+    A new connection first waits for the head up to head_wait_seconds (default:
+    ray_fault_timeout_seconds). Only for tasks that are acks_late with
+    reject_on_worker_lost: a process whose connection died exits here, and the task runs
+    again in a new one.
+    """
+    global _connection  # noqa: PLW0603 (one connection per process, by design)
     import ray
 
-    if _connected_pid == os.getpid() and ray.is_initialized():
+    if _connection is not None and _connection.pid == os.getpid():
+        try:
+            check_connection()
+        except RayConnectionLost as exc:
+            _replace_this_process(str(exc))
         return ray
     address = settings().ray_address
-    probe(address)
+    if head_wait_seconds is None:
+        head_wait_seconds = settings().ray_fault_timeout_seconds
+    wait_for_head(address, head_wait_seconds)
     try:
         # Ray asks sys.stdout/stderr for file descriptors; a Celery worker has replaced them
         # with logging proxies that have none.
@@ -59,7 +169,9 @@ def ensure_ray():
             )
     except Exception as exc:  # ray raises ConnectionError, RuntimeError, auth errors...
         raise RayUnavailable(f"cannot connect to Ray at {address}: {exc}") from exc
-    _connected_pid = os.getpid()
+    # Ray has no public name for the socket of the raylet a driver is attached to.
+    node = ray._private.worker.global_worker.node
+    _connection = _Connection(pid=os.getpid(), raylet_socket=node.raylet_socket_name)
     return ray
 
 
@@ -68,27 +180,31 @@ def gather(
 ) -> list[Any]:
     """``ray.get`` every ref, in order, reporting done/total as they finish.
 
-    A remote InvalidInput comes back as itself (not wrapped in RayTaskError), a lost
-    node or worker as RayUnavailable (retried); on any failure the rest is cancelled.
+    A remote InvalidInput comes back as itself (not wrapped in RayTaskError); a failure
+    of Ray itself (a lost node, worker, object or connection) as RayUnavailable, which
+    is retried; on any failure the rest is cancelled while the connection lives.
     """
     import ray
-    from ray.exceptions import RaySystemError, RayTaskError, WorkerCrashedError
+    from ray.exceptions import RayError, RayTaskError
 
     pending = list(refs)
     total = len(pending)
     try:
         while pending:
-            _, pending = ray.wait(pending, num_returns=1)
-            if progress:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=LIVENESS_INTERVAL_SECONDS)
+            if ready and progress:
                 progress(total - len(pending), total)
+            if not ready:
+                check_connection()
         return ray.get(list(refs))
     except RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, InvalidInput):
             raise InvalidInput(str(cause)) from None
         raise
-    except (RaySystemError, WorkerCrashedError) as exc:
+    except RayError as exc:
         raise RayUnavailable(f"Ray failed under the task: {exc}") from exc
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if _connection is None or not _connection.lost:
+            for ref in pending:
+                ray.cancel(ref, force=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 
 from tasks import paths
-from tasks.base import task
+from tasks.base import DURABLE, task
 from tasks.config import settings
 from tasks.data_tasks import CLAIMED_DIR
 from tasks.errors import InvalidInput, TransientError
@@ -31,13 +31,15 @@ def ping(self):
     return {"status": "pong", "worker": self.request.hostname}
 
 
-@task(soft_time_limit=30, time_limit=60)
+# Durable like every task that connects to Ray: a pool process whose Ray connection died
+# leaves the pool in ensure_ray, and the check runs again in a new process.
+@task(soft_time_limit=30, time_limit=60, **DURABLE)
 def check_cluster_health(self):
     """Ray's nodes, CPUs and liveness. An unreachable or broken Ray is reported as
     status 'unhealthy' with the error, not raised."""
     address = settings().ray_address
     try:
-        ray = ensure_ray()
+        ray = ensure_ray(head_wait_seconds=0)
         nodes = ray.nodes()
         total_cpus = ray.cluster_resources().get("CPU", 0)
         available_cpus = ray.available_resources().get("CPU", 0)
