@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,15 +202,63 @@ def pytest_unconfigure(config):
     shutil.rmtree(config.ray_token_dir, ignore_errors=True)
 
 
-def _start_ray(env: dict[str, str], temp_dir: str) -> int:
-    port = free_port()
-    subprocess.run(
-        [str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-         "--disable-usage-stats", f"--object-store-memory={400 * 1024 * 1024}"],
-        env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return port
+@dataclass
+class RayHead:
+    """A Ray head started as its systemd unit starts it (``ray start --head --block``), in a
+    process group of its own: a test can restart it, or kill its raylet, like a fault."""
+
+    env: dict[str, str]
+    # Unix socket paths under Ray's temp dir must stay short: keep it directly in /tmp.
+    temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(Path(self.temp_dir) / "head.log", "ab")  # noqa: SIM115 (lives with the head)
+        self.process = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}",
+             "--num-cpus=2", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
+             "--include-dashboard=false", "--disable-usage-stats",
+             f"--object-store-memory={400 * 1024 * 1024}"],
+            # As the ray_head role starts it: no drain on SIGTERM (ray_head_drain_seconds).
+            env={**self.env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        raylet = Path(self.temp_dir) / "session_latest" / "sockets" / "raylet"
+        wait_for(lambda: accepts(raylet), "the Ray head's raylet")
+
+    def processes(self) -> list[int]:
+        found = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True,
+                               text=True, check=False)
+        return [int(pid) for pid in found.stdout.split()]
+
+    def stop(self, deadline_seconds: float = 60) -> None:
+        """SIGTERM to every process of the head, SIGKILL to what is left at the deadline
+        (systemd's stop)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + deadline_seconds
+        while self.processes() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def kill_raylet(self) -> None:
+        """SIGKILL to the raylet alone: a crash, no clean stop."""
+        found = subprocess.run(["pgrep", "-g", str(self.process.pid), "-f", "raylet/raylet"],
+                               capture_output=True, text=True, check=True)
+        os.kill(int(found.stdout.split()[0]), signal.SIGKILL)
+
+
+def accepts(unix_socket: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(unix_socket))
+    return True
 
 
 @pytest.fixture(scope="session")
@@ -223,14 +272,11 @@ def stack(tmp_path_factory, webhook):
         directory.mkdir(parents=True)
     password = secrets.token_hex(16)
     redis_process, redis_port = _start_redis(base, password)
-    # Unix socket paths under Ray's temp dir must stay short: keep it directly in /tmp.
-    ray_temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     env = dict(os.environ)
-    ray_started = False
+    ray_head = RayHead(env)
     workers = {}
     try:
-        ray_port = _start_ray(env, ray_temp)
-        ray_started = True
+        ray_head.start()
         for name, rows, seed in (("stocks_latest", 400, 1), ("sentiment_latest", 400, 2)):
             classification_frame(rows, seed).to_csv(datasets / f"{name}.csv", index=False)
         config = {
@@ -246,7 +292,7 @@ def stack(tmp_path_factory, webhook):
         redis_url = f"redis://:{password}@127.0.0.1:{redis_port}"
         env.update({
             "CELERY_BROKER_URL": f"{redis_url}/0", "CELERY_RESULT_BACKEND": f"{redis_url}/1",
-            "RAY_ADDRESS": f"127.0.0.1:{ray_port}",
+            "RAY_ADDRESS": f"127.0.0.1:{ray_head.port}",
             "TASKS_DATA_ROOTS": f"{datasets}:{models}",
             "TASKS_CONFIG_FILE": str(base / "tasks.json"),
         })
@@ -260,12 +306,11 @@ def stack(tmp_path_factory, webhook):
         yield running
     finally:
         Stack.stop_workers(*workers.values())
-        if ray_started:
-            subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if ray_head.process:
+            ray_head.stop()
         redis_process.terminate()
         redis_process.wait()
-        shutil.rmtree(ray_temp, ignore_errors=True)
+        shutil.rmtree(ray_head.temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
