@@ -26,6 +26,22 @@ from celery.signals import celeryd_init
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "tasks.broker:HighFirstRedisTransport"
+# One Redis list per priority 0..9 (celeryconfig's priority_steps); polled 9 first.
+PRIORITY_STEPS = list(range(10))
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists a queue's messages wait in, one per priority step."""
+    return [queue if step == 0 else f"{queue}{kombu_redis.Channel.sep}{step}"
+            for step in PRIORITY_STEPS]
+
+
+def queue_depth(client, queue: str) -> int:
+    """Messages waiting in a queue, every priority counted (LLEN of one list undercounts)."""
+    with client.pipeline(transaction=False) as pipe:
+        for name in priority_lists(queue):
+            pipe.llen(name)
+        return sum(pipe.execute())
 
 
 class _TransportWithClient:

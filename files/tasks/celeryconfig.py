@@ -7,15 +7,13 @@ Broker and backend come from the environment, the Beat schedule from TASKS_CONFI
 from celery.schedules import crontab
 from kombu import Queue
 
+from tasks.broker import PRIORITY_STEPS
 from tasks.config import BARE_CLIENT_QUEUE, QUEUES, settings
 
 # Longest hard time limit of any task (ml: 3600 s) plus the longest retry countdown
 # (60 * 2**2 = 240 s), with room to spare: a message unacknowledged for longer than this
 # is redelivered to another worker, so it must outlast any task still legitimately running.
 VISIBILITY_TIMEOUT = 2 * 3600
-
-# One Redis list per priority 0..9; the workers poll them 9 first (tasks.broker).
-PRIORITY_STEPS = list(range(10))
 
 broker_url = settings().broker_url
 result_backend = settings().result_backend
