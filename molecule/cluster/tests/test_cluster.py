@@ -101,12 +101,16 @@ def test_node_points_at_the_head(node):
     assert f"RAY_ADDRESS={HEAD_ADDRESS}:6379" in env
 
 
-def test_ray_sees_both_nodes_alive(head):
-    # The state API as the service user, with the token the stack's processes use.
+def alive_ray_nodes(head) -> set[str]:
+    """Addresses of the nodes Ray lists alive: its state API as the service user, with the
+    token the stack's processes use."""
     listing = head.check_output(
         "sudo -u celery /opt/celery-ray/with-stack-env ray list nodes --format=json")
-    nodes = {entry["node_ip"]: entry["state"] for entry in json.loads(listing)}
-    assert nodes == {HEAD_ADDRESS: "ALIVE", ADDRESSES[NODE]: "ALIVE"}
+    return {entry["node_ip"] for entry in json.loads(listing) if entry["state"] == "ALIVE"}
+
+
+def test_ray_sees_both_nodes_alive(head):
+    assert alive_ray_nodes(head) == set(ADDRESSES.values())
 
 
 def answering_workers(client):
@@ -133,3 +137,36 @@ def test_hyperparameter_search_runs_on_both_ray_nodes(client):
     assert result["best_params"] in GRID
     used = {node for entry in result["results"] for node in entry["nodes"]}
     assert used == set(ADDRESSES.values())
+
+
+def test_drill_a_ray_node_lost_under_a_search(client, head, node):
+    """The node's ray-worker stops while a search spreads its folds over both nodes: Ray
+    runs the folds it lost again on the head, and the search completes without a retry.
+
+    The node's ml worker is taken off the queue meanwhile, so that the search's driver (the
+    Celery worker process that runs it) sits on the head."""
+    node_ml = f"ml@{NODE}"
+    slow_grid = [{"n_estimators": 4000, "max_depth": depth} for depth in (2, 3, 4, 5)]
+    client.control.cancel_consumer("ml", destination=[node_ml], reply=True)
+    try:
+        result = client.send_task("tasks.ml_tasks.hyperparameter_search", kwargs={
+            "param_grid": slow_grid, "dataset_path": "/datasets/training_data.csv"})
+        deadline = time.monotonic() + RESULT_TIMEOUT_SECONDS
+        while result.state != "PROGRESS":
+            assert time.monotonic() < deadline, "the search never reported progress"
+            time.sleep(0.2)
+        node.check_output("systemctl stop ray-worker")
+        outcome = result.get(timeout=RESULT_TIMEOUT_SECONDS)
+    finally:
+        node.check_output("systemctl start ray-worker")
+        client.control.add_consumer("ml", destination=[node_ml], reply=True)
+    print(f"drill (ray-worker stopped under a search): submitted 1, "
+          f"completed {int(result.state == 'SUCCESS')}, lost {int(result.state != 'SUCCESS')}, "
+          f"retries {result.retries}, ran on {result.worker}")
+    assert outcome["best_params"] in slow_grid
+    assert result.worker == f"ml@{HEAD}"
+    assert result.retries == 0
+    deadline = time.monotonic() + WORKERS_DEADLINE_SECONDS
+    while alive_ray_nodes(head) != set(ADDRESSES.values()):
+        assert time.monotonic() < deadline, "the node did not rejoin the cluster"
+        time.sleep(2)

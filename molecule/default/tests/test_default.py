@@ -28,11 +28,26 @@ def listeners(host, port):
     return found
 
 
-@pytest.mark.parametrize("unit", [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target"])
+@pytest.mark.parametrize("unit", [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target",
+                                  "celery-worker-watchdog.timer"])
 def test_unit_is_enabled_and_running(host, unit):
     service = host.service(unit)
     assert service.is_enabled
     assert service.is_running
+
+
+def test_the_watchdog_looks_at_every_worker_and_restarts_none(host):
+    """One look now, as the timer starts it: the service user's part reads the workers'
+    settings and asks each through the broker; healthy workers stay as they are."""
+    before = {queue: main_pid(host, f"celery-worker@{queue}.service") for queue in QUEUES}
+    host.check_output("systemctl start celery-worker-watchdog.service")
+    result = host.check_output(
+        "systemctl show --property=Result --value celery-worker-watchdog.service")
+    assert result == "success"
+    assert host.file("/var/lib/celery-ray/watchdog.json").user == "celery"
+    state = json.loads(host.file("/var/lib/celery-ray/watchdog.json").content_string)
+    assert {name.split("@")[0] for name in state} == set(QUEUES)
+    assert {queue: main_pid(host, f"celery-worker@{queue}.service") for queue in QUEUES} == before
 
 
 def test_debian_default_redis_is_masked_and_stopped(host):

@@ -1,11 +1,15 @@
 """Fault drills against the converged container: each counts the tasks it submitted and
 the tasks that completed (a SUCCESS result), prints both and asserts that none was lost.
 
-conftest runs this module after every other test (the drills restart Redis, workers and
-the container) and prints the counts again at the end of the run. Each drill leaves the
-stack as it found it: the same units, sizes and settings, every worker answering.
+conftest runs this module after every other test (the drills restart Redis, Ray, workers
+and the container) and prints the counts again at the end of the run. Each drill leaves
+the stack as it found it: the same units, sizes and settings, every worker answering.
+The Ray drills run real ML and data tasks through the fault: a hyperparameter search that
+keeps both of Ray's CPUs busy, and a CSV task whose Ray tasks wait behind it.
 """
 
+import json
+import shlex
 import subprocess
 import threading
 import time
@@ -13,6 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 import redis
+import yaml
 from kombu.exceptions import OperationalError
 from scenario import (
     BROKER_URL,
@@ -45,6 +50,18 @@ TRAINING = {
 # While a playbook runs, the load trickles in at this rate; the rest follows at once when
 # the playbook has finished, so that the load runs before, during and after its restarts.
 TRICKLE_PER_SECOND = 10
+SEARCH = "tasks.ml_tasks.hyperparameter_search"
+CSV = "tasks.data_tasks.process_large_csv"
+# Four forests of 4,000 trees, 3 folds each: 12 Ray tasks, tens of seconds on 2 CPUs.
+SLOW_SEARCH = {
+    "param_grid": [{"n_estimators": 4000, "max_depth": depth} for depth in (2, 3, 4, 5)],
+    "dataset_path": "/datasets/training_data.csv",
+}
+QUICK_SEARCH = {"param_grid": [{"max_depth": 3}], "dataset_path": "/datasets/training_data.csv"}
+DRILL_CSV = "/datasets/drill-transactions.csv"
+DRILL_CSV_ROWS = 100_000
+# The issue's bound: a task sent once Ray is back after a fault completes within it.
+NEXT_TASK_BOUND_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +75,11 @@ def restarts(container, unit: str) -> int:
     return int(container.check_output(f"systemctl show --property=NRestarts --value {unit}"))
 
 
+def replaced(container, unit: str, main_pid_before: int) -> bool:
+    """Whether the unit runs again with another main process."""
+    return main_pid(container, unit) not in (main_pid_before, 0)
+
+
 def journal(container, unit: str, since: int) -> str:
     return container.check_output(f"journalctl --no-pager -o cat -u {unit} --since @{since}")
 
@@ -67,16 +89,64 @@ def train(client, name: str):
         **TRAINING, "model_config": {**TRAINING["model_config"], "name": name}})
 
 
-def wait_until_running(results) -> None:
-    """Until every task has started (task_track_started); polled often, the runs are short."""
+def wait_for_states(results, reached, what: str) -> None:
+    """Until reached(state) holds for every task; polled often, the runs are short."""
     deadline = time.monotonic() + DEADLINE_SECONDS
-    while any(result.state == "PENDING" for result in results):
-        assert time.monotonic() < deadline, "the trainings did not start"
+    while not all(reached(result.state) for result in results):
+        assert time.monotonic() < deadline, f"{what}: not seen within {DEADLINE_SECONDS} s"
         time.sleep(0.2)
+
+
+def wait_until_running(results) -> None:
+    """Until every task has started (task_track_started)."""
+    wait_for_states(results, lambda state: state != "PENDING", "the tasks starting")
 
 
 def pings(client, count: int, queue: str) -> list[str]:
     return [client.send_task(PING, queue=queue).id for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def drill_csv(container):
+    """A CSV for process_large_csv (amounts 0-200), written by the service user."""
+    program = ('BEGIN { srand(1); print "id,customer,amount"; '
+               f'for (i = 0; i < {DRILL_CSV_ROWS}; i++) '
+               'printf "%d,c%d,%.2f\\n", i, i % 97, rand() * 200 }')
+    container.check_output(
+        f"sudo -u celery sh -c {shlex.quote(f'awk {shlex.quote(program)} > {DRILL_CSV}')}")
+    return DRILL_CSV
+
+
+def csv_task(client, drill_csv, name: str):
+    return client.send_task(CSV, kwargs={
+        "file_path": drill_csv, "output_path": f"/datasets/processed/{name}.csv",
+        "transformations": {"filter": {"amount": 100}, "num_chunks": 8}})
+
+
+def ray_fault_drill(client, backend, drill_csv, record_property, *, drill: str, fault) -> None:
+    """A search running on Ray and a CSV task waiting for Ray's CPUs behind it when the
+    fault strikes; once Ray is back, a new search and CSV task. Every one completes; the
+    new ones within NEXT_TASK_BOUND_SECONDS."""
+    search = client.send_task(SEARCH, kwargs=SLOW_SEARCH)
+    wait_for_states([search], lambda state: state == "PROGRESS", "the search's first folds")
+    csv = csv_task(client, drill_csv, "drill-ray-fault")
+    wait_until_running([csv])
+    struck = time.monotonic()
+    fault()
+    back = time.monotonic()
+    later = [client.send_task(SEARCH, kwargs=QUICK_SEARCH),
+             csv_task(client, drill_csv, "drill-ray-fault-after")]
+    later_done = wait_until_completed(backend, [result.id for result in later])
+    later_seconds = time.monotonic() - back
+    done = later_done + wait_until_completed(backend, [search.id, csv.id])
+    report_drill(record_property, drill, 4, done,
+                 retries_of_the_running_tasks=[search.retries, csv.retries],
+                 seconds_until_ray_was_back=round(back - struck),
+                 seconds_for_the_tasks_sent_after=round(later_seconds))
+    assert done == 4
+    assert search.result["best_params"] in SLOW_SEARCH["param_grid"]
+    assert csv.result["rows_read"] == DRILL_CSV_ROWS
+    assert later_seconds <= NEXT_TASK_BOUND_SECONDS
 
 
 @contextmanager
@@ -213,6 +283,80 @@ def test_drill_4_site_rerun_during_load(client, container, backend, record_prope
     assert main_pids(container) == before
 
 
+def test_drill_5_restart_of_the_ray_head_under_ml_and_data_tasks(client, container, backend,
+                                                                 drill_csv, record_property):
+    """`systemctl restart ray-head` under a search and a CSV task."""
+    ray_fault_drill(client, backend, drill_csv, record_property,
+                    drill="drill 5 (systemctl restart ray-head)",
+                    fault=lambda: container.check_output("systemctl restart ray-head"))
+
+
+def test_drill_6_sigkill_of_the_raylet_under_ml_and_data_tasks(client, container, backend,
+                                                                drill_csv, record_property):
+    """The head's raylet killed (a crash, no clean stop): `ray start --block` exits, systemd
+    starts the head again, the tasks complete."""
+    restarts_before = restarts(container, "ray-head.service")
+
+    def crash():
+        raylet = container.check_output("pgrep -x raylet")
+        container.check_output(f"kill -KILL {raylet}")
+        wait_for(lambda: restarts(container, "ray-head.service") > restarts_before,
+                 "systemd restarting ray-head")
+        wait_for(lambda: container.service("ray-head.service").is_running, "ray-head active")
+
+    ray_fault_drill(client, backend, drill_csv, record_property,
+                    drill="drill 6 (SIGKILL of the raylet)", fault=crash)
+
+
+def test_drill_7_a_worker_that_stops_consuming_is_restarted(client, container, backend,
+                                                            drill_csv, record_property):
+    """The data worker's main process stopped (SIGSTOP) with CSV tasks queued: the watchdog
+    finds it stalled and restarts it, and the tasks run."""
+    unit = "celery-worker@data.service"
+    stopped = main_pid(container, unit)
+    container.check_output(f"kill -STOP {stopped}")
+    started = time.monotonic()
+    try:
+        tasks = [csv_task(client, drill_csv, f"drill-watchdog-{index}") for index in range(6)]
+        wait_for(lambda: replaced(container, unit, stopped),
+                 "the watchdog restarting the data worker")
+        restarted_after = time.monotonic() - started
+    finally:
+        container.run(f"kill -CONT {stopped}")
+    done = wait_until_completed(backend, [task.id for task in tasks])
+    report_drill(record_property, "drill 7 (data worker stopped consuming: SIGSTOP)",
+                 len(tasks), done, seconds_until_the_watchdog_restarted_it=round(restarted_after))
+    assert done == len(tasks)
+    assert f"restarting {unit}" in journal(container, "celery-worker-watchdog.service",
+                                           int(time.time() - restarted_after - 60))
+
+
+def test_drill_8_playbooks_that_restart_the_ray_units_under_ml_tasks(client, container, backend,
+                                                                     record_property):
+    """deploy-code.yml with a changed Ray environment, then site.yml putting it back, each
+    under a search and a training: each restarts Ray and the workers (the workers stop
+    first, warm, and Ray after them), and every task completes."""
+    defaults = yaml.safe_load((PROJECT / "roles/celery_app/defaults/main.yml").read_text())
+    changed = {"celery_app_ray_environment": {**defaults["celery_app_ray_environment"],
+                                              "CELERY_RAY_DRILL": "8"}}
+    submitted = []
+    for playbook, args in (("playbooks/deploy-code.yml", ["-e", json.dumps(changed)]),
+                           ("playbooks/site.yml", [])):
+        ray_before = main_pid(container, "ray-head.service")
+        running = [client.send_task(SEARCH, kwargs=SLOW_SEARCH), train(client, "drill-deploy")]
+        wait_until_running(running)
+        run_playbook(PROJECT, playbook, *args)
+        # The playbook is done once the restart is queued: Ray's waits for the workers' stop.
+        wait_for(lambda before=ray_before: replaced(container, "ray-head.service", before),
+                 f"{playbook} restarting ray-head")
+        wait_for_workers(client)
+        submitted += [result.id for result in running]
+    done = wait_until_completed(backend, submitted)
+    report_drill(record_property, "drill 8 (deploy-code.yml and site.yml restarting Ray)",
+                 len(submitted), done)
+    assert done == len(submitted)
+
+
 def reboot(name: str) -> None:
     """A clean reboot of the systemd container: SIGRTMIN+3 makes systemd stop every unit
     and halt (a plain `docker restart` sends SIGTERM, which systemd ignores, and kills it
@@ -230,21 +374,27 @@ def reboot(name: str) -> None:
         f"systemd in {name} up")
 
 
-def test_drill_5_container_reboot_with_tasks_queued(client, container, backend, broker,
-                                                    record_property):
-    """The host reboots with LOAD pings queued: every unit comes back enabled and active,
-    and the queued pings run."""
+def test_drill_9_container_reboot_with_ml_tasks_running_and_queued(client, container, backend,
+                                                                   broker, record_property):
+    """The host reboots with LOAD pings queued and ML tasks running and queued: the workers
+    finish the running ones before they stop (warm shutdown, before Ray and Redis stop);
+    every unit comes back enabled and active, and the queued tasks run."""
     with consumer_held(client, "default"):
         ids = pings(client, LOAD, "default")
         queued = broker.llen("default")
+        ml = [client.send_task(SEARCH, kwargs=SLOW_SEARCH),
+              *(train(client, f"drill-reboot-{index}") for index in range(3))]
+        wait_until_running(ml[:QUEUES["ml"]])
         # Redis writes its append-only file every second; a clean shutdown flushes it.
         reboot(CONTAINER)
-    for unit in [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target"]:
+    for unit in [*STACK_UNITS, "celery-ray.target", "celery-ray-app.target",
+                 "celery-worker-watchdog.timer"]:
         assert container.service(unit).is_enabled, unit
         wait_for(lambda unit=unit: container.service(unit).is_running, f"{unit} active")
     wait_for_workers(client)
-    done = wait_until_completed(backend, ids)
-    report_drill(record_property, "drill 5 (container reboot)", len(ids), done,
-                 queued_at_reboot=queued)
+    submitted = [*ids, *(result.id for result in ml)]
+    done = wait_until_completed(backend, submitted)
+    report_drill(record_property, "drill 9 (container reboot)", len(submitted), done,
+                 queued_at_reboot=queued, ml_tasks=len(ml))
     assert queued >= LOAD  # other tasks may be queued too
-    assert done == len(ids)
+    assert done == len(submitted)
