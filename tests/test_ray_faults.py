@@ -6,7 +6,10 @@ result databases (2 and 3), so that restarting Ray disturbs no other test.
 """
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +20,8 @@ from conftest import (
     classification_frame,
     transactions_frame,
 )
+from tasks import raycluster
+from tasks.errors import RayConnectionLost
 
 SEARCH = "tasks.ml_tasks.hyperparameter_search"
 CSV = "tasks.data_tasks.process_large_csv"
@@ -126,3 +131,37 @@ def test_a_task_sent_before_the_head_is_up_waits_for_it(faults, search_csv):
     head.start()
     assert result.get(timeout=RESULT_TIMEOUT_SECONDS)["best_params"] == {"max_depth": 3}
     assert result.retries == 0
+
+
+def fake_raylet(path) -> subprocess.Popen:
+    """Another process listening on a Unix socket at path, as a raylet does."""
+    listen = ("import socket, sys, time; s = socket.socket(socket.AF_UNIX); "
+              "s.bind(sys.argv[1]); s.listen(); print(flush=True); time.sleep(600)")
+    process = subprocess.Popen([sys.executable, "-c", listen, str(path)],
+                               stdout=subprocess.PIPE)
+    process.stdout.readline()
+    return process
+
+
+def test_a_raylet_started_again_at_the_same_socket_path_is_a_lost_connection(tmp_path,
+                                                                             monkeypatch):
+    """A worker node's ray-worker restarted in the same session listens at the path where
+    the old raylet did: the process's connection is to the old raylet, and dead."""
+    path = tmp_path / "raylet"
+    first = fake_raylet(path)
+    monkeypatch.setattr(raycluster, "probe", lambda address: None)  # the GCS answers
+    monkeypatch.setattr(raycluster, "_connection", raycluster._Connection(
+        pid=os.getpid(), raylet_socket=str(path), raylet_pid=first.pid))
+    try:
+        raycluster.check_connection()
+    finally:
+        first.kill()
+        first.wait()
+    path.unlink()
+    second = fake_raylet(path)
+    try:
+        with pytest.raises(RayConnectionLost, match="raylet no longer answers"):
+            raycluster.check_connection()
+    finally:
+        second.kill()
+        second.wait()

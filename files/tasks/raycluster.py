@@ -27,6 +27,7 @@ end the process ("the local Raylet is dead"). So:
 import logging
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,9 @@ from tasks.errors import InvalidInput, RayConnectionLost, RayUnavailable
 logger = logging.getLogger(__name__)
 
 PROBE_TIMEOUT_SECONDS = 3
-# How often a waiting task checks its connection (and reports progress at the latest).
+# struct ucred of SO_PEERCRED: pid, uid, gid.
+UCRED = struct.Struct("3i")
+# How often a task waiting on Ray checks its connection.
 LIVENESS_INTERVAL_SECONDS = 2
 
 
@@ -48,6 +51,9 @@ LIVENESS_INTERVAL_SECONDS = 2
 class _Connection:
     pid: int
     raylet_socket: str
+    # The raylet this process attached to: one started again in the same session (a
+    # worker node's ray-worker restarted) listens at the same path.
+    raylet_pid: int | None
     lost: str | None = None
     unreachable_since: float | None = None
 
@@ -83,22 +89,24 @@ def wait_for_head(address: str, timeout_seconds: float) -> None:
         time.sleep(1)
 
 
-def _accepts(unix_socket: str) -> bool:
+def listener_pid(unix_socket: str) -> int | None:
+    """The PID of the process that accepts on the socket (None: nothing accepts)."""
     with socket.socket(socket.AF_UNIX) as client:
         client.settimeout(PROBE_TIMEOUT_SECONDS)
         try:
             client.connect(unix_socket)
         except OSError:
-            return False
-    return True
+            return None
+        credentials = client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED.size)
+    return UCRED.unpack(credentials)[0]
 
 
 def check_connection() -> None:
     """Raise RayConnectionLost if this process's Ray connection is dead.
 
-    Dead: the local raylet no longer accepts (the node restarted, was stopped or killed:
-    a new raylet has a new session directory, so the old socket stays refused), or the
-    GCS has not answered for ray_fault_timeout_seconds.
+    Dead: the raylet it attached to no longer accepts on its socket (the node restarted,
+    was stopped or killed; a new raylet binds a new socket), or the GCS has not answered
+    for ray_fault_timeout_seconds.
     """
     connection = _connection
     if connection is None or connection.pid != os.getpid():
@@ -110,7 +118,7 @@ def check_connection() -> None:
 
 
 def _why_lost(connection: _Connection) -> str | None:
-    if not _accepts(connection.raylet_socket):
+    if listener_pid(connection.raylet_socket) != connection.raylet_pid:
         return ("the Ray node this worker process was attached to is gone (its raylet "
                 "no longer answers: the node restarted, stopped or was killed)")
     address = settings().ray_address
@@ -170,8 +178,9 @@ def ensure_ray(head_wait_seconds: float | None = None):
     except Exception as exc:  # ray raises ConnectionError, RuntimeError, auth errors...
         raise RayUnavailable(f"cannot connect to Ray at {address}: {exc}") from exc
     # Ray has no public name for the socket of the raylet a driver is attached to.
-    node = ray._private.worker.global_worker.node
-    _connection = _Connection(pid=os.getpid(), raylet_socket=node.raylet_socket_name)
+    raylet_socket = ray._private.worker.global_worker.node.raylet_socket_name
+    _connection = _Connection(pid=os.getpid(), raylet_socket=raylet_socket,
+                              raylet_pid=listener_pid(raylet_socket))
     return ray
 
 
