@@ -13,9 +13,10 @@ the process reconnect: ``ray.wait`` waits forever, and ``ray.shutdown()`` or ``r
 end the process ("the local Raylet is dead"). So:
 
 * while a task waits on Ray (:func:`gather`), the connection is checked every few
-  seconds: the local raylet must accept on its socket, and the GCS must answer within
-  ``ray_fault_timeout_seconds``. A dead connection raises RayConnectionLost, a
-  transient error retried at once (tasks.base): the task reruns from the start.
+  seconds: the raylet process it attached to must still accept on its socket, and the
+  GCS must answer within ``ray_fault_timeout_seconds``. A dead connection raises
+  RayConnectionLost, a transient error retried at once (tasks.base): the task reruns
+  from the start.
 * the process keeps no dead connection: the next :func:`ensure_ray` in it exits the
   process instead (SystemExit, which billiard reports before the child ends). Celery
   puts that task's message back at once (every Ray task is ``acks_late`` with
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from tasks.config import settings
 from tasks.errors import InvalidInput, RayConnectionLost, RayUnavailable
@@ -136,7 +137,7 @@ def _why_lost(connection: _Connection) -> str | None:
         return None
 
 
-def _replace_this_process(reason: str) -> None:
+def _replace_this_process(reason: str) -> NoReturn:
     """Leave the pool: the task's message goes back to its queue, a new process runs it."""
     logger.warning("Ray connection of pool process %d lost (%s): replacing the process; "
                    "the task goes back to its queue", os.getpid(), reason)
