@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
+from drill_counts import report_drill
 
 PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT / "files"))
@@ -139,7 +140,7 @@ def test_hyperparameter_search_runs_on_both_ray_nodes(client):
     assert used == set(ADDRESSES.values())
 
 
-def test_drill_a_ray_node_lost_under_a_search(client, head, node):
+def test_drill_a_ray_node_lost_under_a_search(client, head, node, record_property):
     """The node's ray-worker stops while a search spreads its folds over both nodes: Ray
     runs the folds it lost again on the head, and the search completes without a retry.
 
@@ -160,9 +161,8 @@ def test_drill_a_ray_node_lost_under_a_search(client, head, node):
     finally:
         node.check_output("systemctl start ray-worker")
         client.control.add_consumer("ml", destination=[node_ml], reply=True)
-    print(f"drill (ray-worker stopped under a search): submitted 1, "
-          f"completed {int(result.state == 'SUCCESS')}, lost {int(result.state != 'SUCCESS')}, "
-          f"retries {result.retries}, ran on {result.worker}")
+    report_drill(record_property, "cluster drill (ray-worker stopped under a search)", 1,
+                 int(result.state == "SUCCESS"), retries=result.retries, ran_on=result.worker)
     assert outcome["best_params"] in slow_grid
     assert result.worker == f"ml@{HEAD}"
     assert result.retries == 0

@@ -12,13 +12,14 @@ from scenario import (
     BROKER_URL,
     CONTAINER,
     DEADLINE_SECONDS,
-    DRILL_COUNTS,
     PROJECT,
     TRAINED_MODEL,
 )
 
 sys.path.insert(0, str(PROJECT / "files"))
+sys.path.insert(0, str(PROJECT / "molecule/shared"))
 
+from drill_counts import write_drill_counts
 from tasks.client import make_client
 
 DRILLS_MODULE = "test_drills.py"
@@ -31,11 +32,7 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Each drill's counts at the end of the output, whatever the capture settings."""
-    if DRILL_COUNTS:
-        terminalreporter.section("drill counts")
-        for line in DRILL_COUNTS:
-            terminalreporter.write_line(line)
+    write_drill_counts(terminalreporter)
 
 
 @pytest.fixture(scope="session")

@@ -122,10 +122,6 @@ def assert_model_file(container, path):
     assert model.size > 0
 
 
-# What the drills (test_drills.py) counted, one line each; conftest prints them at the end.
-DRILL_COUNTS: list[str] = []
-
-
 def completed(backend, task_ids) -> int:
     """How many of the tasks have a SUCCESS result stored in the result backend."""
     metas = backend.mget([f"celery-task-meta-{task_id}" for task_id in task_ids])
@@ -140,15 +136,3 @@ def wait_until_completed(backend, task_ids, deadline_seconds: float = DEADLINE_S
         time.sleep(1)
         done = completed(backend, task_ids)
     return done
-
-
-def report_drill(record_property, drill: str, submitted: int, done: int, **more) -> None:
-    """Print a drill's counts now and keep them for the end of the run (and the JUnit XML)."""
-    details = "".join(f", {key.replace('_', ' ')} {value}" for key, value in more.items())
-    line = f"{drill}: submitted {submitted}, completed {done}, lost {submitted - done}{details}"
-    print(line)
-    DRILL_COUNTS.append(line)
-    record_property("submitted", submitted)
-    record_property("completed", done)
-    for key, value in more.items():
-        record_property(key, value)

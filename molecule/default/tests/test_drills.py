@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 import yaml
+from drill_counts import report_drill
 from kombu.exceptions import OperationalError
 from scenario import (
     BROKER_URL,
@@ -32,7 +33,6 @@ from scenario import (
     main_pid,
     main_pids,
     pool_size,
-    report_drill,
     run_playbook,
     wait_for,
     wait_for_workers,

@@ -1,0 +1,12 @@
+"""The cluster's drill counts at the end of the run, like the default scenario's."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+
+from drill_counts import write_drill_counts
+
+
+def pytest_terminal_summary(terminalreporter):
+    write_drill_counts(terminalreporter)
