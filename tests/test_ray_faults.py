@@ -79,9 +79,9 @@ def wait_for_state(result, states: set[str], deadline_seconds: float = 120) -> N
 
 
 def search_and_csv_through(faulty, search_csv, transactions_csv, fault) -> None:
-    """A search running and a CSV task waiting for Ray CPUs behind it when the fault
-    strikes: both complete, retried; then new tasks complete at once, on the pool
-    processes that held the old connection or their replacements."""
+    """A search running and a CSV task started behind it when the fault strikes: both
+    complete; then new tasks complete at once, on the pool processes that held the old
+    connection or their replacements."""
     search = faulty.client.send_task(SEARCH, kwargs={"param_grid": SLOW_GRID,
                                                      "dataset_path": search_csv})
     wait_for_state(search, {"PROGRESS"})
@@ -92,8 +92,11 @@ def search_and_csv_through(faulty, search_csv, transactions_csv, fault) -> None:
     fault()
     assert search.get(timeout=RESULT_TIMEOUT_SECONDS)["best_params"] in SLOW_GRID
     assert csv.get(timeout=RESULT_TIMEOUT_SECONDS)["rows_read"] == 200_000
-    # Once for the fault; once more when the head was still down after the retry's wait.
-    assert 1 <= search.retries <= 2 and 1 <= csv.retries <= 2
+    # The search was in the middle of its Ray work: retried once for the fault, once more
+    # if the head was still down after the retry's wait. The CSV task may have been still
+    # before its Ray work (then it waited for the head instead).
+    assert 1 <= search.retries <= 2
+    assert csv.retries <= 2
 
     after = [faulty.client.send_task(SEARCH, kwargs={"param_grid": [{"max_depth": 3}],
                                                      "dataset_path": search_csv})
