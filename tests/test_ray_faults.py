@@ -100,7 +100,7 @@ def search_and_csv_through(faulty, search_csv, transactions_csv, fault) -> None:
 
     after = [faulty.client.send_task(SEARCH, kwargs={"param_grid": [{"max_depth": 3}],
                                                      "dataset_path": search_csv})
-             for _ in range(3)]
+             for _ in range(2)]
     for result in after:
         assert result.get(timeout=RESULT_TIMEOUT_SECONDS)["best_params"] == {"max_depth": 3}
         assert result.retries == 0
