@@ -8,6 +8,7 @@ import redis
 import testinfra
 from celery import Celery
 from scenario import (
+    ALERT_TIMES,
     BACKEND_URL,
     BROKER_URL,
     CONTAINER,
@@ -21,21 +22,24 @@ sys.path.insert(0, str(PROJECT / "files"))
 
 from tasks.client import make_client
 
-DRILLS_MODULE = "test_drills.py"
+# The drills stop and restart Redis, Ray, the workers and the whole container: they run
+# after every other test (pytest would otherwise go by file name), the alert drills first.
+LAST_MODULES = ("test_alert_drills.py", "test_drills.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The drills restart Redis, the workers and the whole container: run them after every
-    other test (pytest would otherwise go by file name), in their own order."""
-    items.sort(key=lambda item: item.path.name == DRILLS_MODULE)
+    items.sort(key=lambda item: LAST_MODULES.index(item.path.name) + 1
+               if item.path.name in LAST_MODULES else 0)
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Each drill's counts at the end of the output, whatever the capture settings."""
-    if DRILL_COUNTS:
-        terminalreporter.section("drill counts")
-        for line in DRILL_COUNTS:
-            terminalreporter.write_line(line)
+    """Each drill's counts and each alert's time to fire at the end of the output,
+    whatever the capture settings."""
+    for title, lines in (("drill counts", DRILL_COUNTS), ("alert times", ALERT_TIMES)):
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
