@@ -68,8 +68,12 @@ def test_only_entries_given_in_seconds_have_an_interval():
 # --- Against Redis -----------------------------------------------------------------------
 
 @pytest.fixture
-def broker(tmp_path):
-    """A Redis of its own (no worker consumes it) and the collector's read-only user."""
+def broker(tmp_path, monkeypatch):
+    """A Redis of its own (no worker consumes it) and the collector's read-only user.
+    Celery's CELERY_BROKER_URL, which the session's stack sets, would win over the URLs
+    the clients here are given."""
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
     password = secrets.token_hex(16)
     process, port = _start_redis(tmp_path, password)
     admin_url = f"redis://:{password}@127.0.0.1:{port}/0"
