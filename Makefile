@@ -9,6 +9,10 @@ PYTHON ?= python3
 
 .PHONY: help up down test lint unit molecule molecule-default molecule-cluster docker-engine base-image host-packages bench
 
+# promtool of Debian's prometheus package (the version the hosts run), unpacked here:
+# installing the package would start a Prometheus on this machine.
+PROMTOOL := .cache/prometheus/usr/bin/promtool
+
 help:
 	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
 	@echo "make down     tear the local stack down"
@@ -27,16 +31,25 @@ host-packages:
 	@# The unit tests start their own redis-server; Debian's packaged instance is not needed.
 	@systemctl disable --now redis-server >/dev/null 2>&1 || true
 
+$(PROMTOOL):
+	mkdir -p .cache/prometheus
+	cd .cache/prometheus && { apt-get download prometheus 2>/dev/null \
+	  || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x .cache/prometheus/prometheus_*.deb .cache/prometheus
+	rm .cache/prometheus/prometheus_*.deb
+	touch $@
+
 docker-engine:
 	bash scripts/ensure-docker.sh
 
 base-image: docker-engine
 	bash scripts/build-base-image.sh
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed $(PROMTOOL)
 	ruff check .
 	yamllint --strict .
 	ansible-lint
+	python scripts/check-alert-rules.py $(PROMTOOL)
 
 unit: $(VENV)/.installed host-packages
 	bash tests/run-in-netns.sh

@@ -8,7 +8,8 @@ Run by scripts/local-stack.sh (`make up`) with files/ on PYTHONPATH:
 Ports come from group_vars/all/main.yml, secrets from the generated (git-ignored)
 molecule/shared/group_vars/molecule/secrets.yml. The settings are written first, so they
 are there even when the demo fails. The demo sends the spec's ping and a small
-hyperparameter search on /datasets/demo.csv, and checks Flower and the Ray dashboard answer.
+hyperparameter search on /datasets/demo.csv, and checks Flower, the Ray dashboard,
+Prometheus and Alertmanager answer.
 """
 
 import argparse
@@ -27,6 +28,7 @@ from tasks.client import make_client
 
 PROJECT = Path(__file__).resolve().parents[1]
 GROUP_VARS = PROJECT / "group_vars/all/main.yml"
+MONITORING_DEFAULTS = PROJECT / "roles/monitoring/defaults/main.yml"
 SECRETS = PROJECT / "molecule/shared/group_vars/molecule/secrets.yml"
 DEMO_DATASET = "/datasets/demo.csv"
 DEMO_GRID = [
@@ -41,6 +43,7 @@ HTTP_TIMEOUT_SECONDS = 10
 
 def connection_settings(container: str, address: str) -> dict[str, str]:
     group_vars = yaml.safe_load(GROUP_VARS.read_text())
+    monitoring_user = yaml.safe_load(MONITORING_DEFAULTS.read_text())["monitoring_web_user"]
     try:
         secrets = yaml.safe_load(SECRETS.read_text())
     except FileNotFoundError:
@@ -58,6 +61,10 @@ def connection_settings(container: str, address: str) -> dict[str, str]:
         # Ray's token authentication covers the dashboard: its page asks for this token,
         # API clients send it as "Authorization: Bearer <token>".
         "RAY_AUTH_TOKEN": secrets["vault_ray_auth_token"],
+        "PROMETHEUS_URL": f"http://{address}:{group_vars['monitoring_prometheus_port']}",
+        "ALERTMANAGER_URL": f"http://{address}:{group_vars['monitoring_alertmanager_port']}",
+        "MONITORING_USER": monitoring_user,
+        "MONITORING_PASSWORD": secrets["vault_monitoring_web_password"],
         "STACK_CONTAINER": container,
     }
 
@@ -71,6 +78,10 @@ def write_env_file(path: Path, settings: dict[str, str]) -> None:
     with os.fdopen(descriptor, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     partial.replace(path)
+
+
+def basic_auth(user: str, password: str) -> str:
+    return f"Basic {base64.b64encode(f'{user}:{password}'.encode()).decode()}"
 
 
 def http_status(url: str, authorization: str) -> int:
@@ -100,15 +111,19 @@ def run_demo(settings: dict[str, str]) -> None:
         print(f"  {result['params']}: mean score {result['mean_score']:.4f}")
     print(f"  best: {search['best_params']} ({search['best_score']:.4f})")
 
-    credentials = f"{settings['FLOWER_USER']}:{settings['FLOWER_PASSWORD']}".encode()
-    flower = http_status(settings["FLOWER_URL"],
-                         f"Basic {base64.b64encode(credentials).decode()}")
-    dashboard = http_status(f"{settings['RAY_DASHBOARD_URL']}/api/version",
-                            f"Bearer {settings['RAY_AUTH_TOKEN']}")
-    print(f"Flower answers HTTP {flower}; the Ray dashboard answers HTTP {dashboard}")
-    if flower != 200 or dashboard != 200:
-        sys.exit("Flower or the Ray dashboard does not answer as expected: "
-                 f"docker exec {settings['STACK_CONTAINER']} journalctl -u flower -u ray-head")
+    monitoring = basic_auth(settings["MONITORING_USER"], settings["MONITORING_PASSWORD"])
+    answers = {
+        "Flower": http_status(settings["FLOWER_URL"],
+                              basic_auth(settings["FLOWER_USER"], settings["FLOWER_PASSWORD"])),
+        "the Ray dashboard": http_status(f"{settings['RAY_DASHBOARD_URL']}/api/version",
+                                         f"Bearer {settings['RAY_AUTH_TOKEN']}"),
+        "Prometheus": http_status(f"{settings['PROMETHEUS_URL']}/-/ready", monitoring),
+        "Alertmanager": http_status(f"{settings['ALERTMANAGER_URL']}/-/ready", monitoring),
+    }
+    print("; ".join(f"{name} answers HTTP {status}" for name, status in answers.items()))
+    if set(answers.values()) != {200}:
+        sys.exit("Not everything answers as expected: docker exec "
+                 f"{settings['STACK_CONTAINER']} journalctl -u flower -u ray-head -u 'prometheus*'")
 
 
 def print_how_to_connect(settings: dict[str, str], env_file: Path) -> None:
@@ -119,6 +134,11 @@ The stack runs in the container {container}.
                   user {settings['FLOWER_USER']}, password: FLOWER_PASSWORD in {env_file}
   Ray dashboard:  {settings['RAY_DASHBOARD_URL']}
                   the page asks for the token: RAY_AUTH_TOKEN in {env_file}
+  Prometheus:     {settings['PROMETHEUS_URL']}
+  Alertmanager:   {settings['ALERTMANAGER_URL']}/api/v2/alerts (Debian's package has no web
+                  UI; Prometheus's /alerts page lists the same alerts)
+                  both: user {settings['MONITORING_USER']}, password: MONITORING_PASSWORD in
+                  {env_file}
   Settings:       source {env_file}
   A client:       source {env_file}; PYTHONPATH=files .venv/bin/python
                   >>> import os; from tasks.client import make_client
@@ -126,6 +146,7 @@ The stack runs in the container {container}.
                   >>> app = make_client(env["CELERY_BROKER_URL"], env["CELERY_RESULT_BACKEND"])
                   >>> app.send_task("tasks.simple_tasks.ping").get(timeout=10)
   Logs:           docker exec {container} journalctl -u 'celery-*' -u flower -u ray-head -f
+                  (the monitoring: -u 'prometheus*')
   Tear down:      make down""")
 
 

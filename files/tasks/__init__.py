@@ -2,7 +2,8 @@
 
 Tasks: tasks.ml_tasks (queue ml), tasks.data_tasks (data), tasks.simple_tasks (default).
 Settings: tasks.config (environment + TASKS_CONFIG_FILE), tasks.celeryconfig.
-Priorities: tasks.broker. Clients: tasks.client.
+Priorities: tasks.broker. Clients: tasks.client. Metrics for Prometheus: tasks.metrics
+(Beat notes its dispatches for it: tasks.beat).
 
 ``tasks.app`` is made on first use (tasks.celery_app), so the Ray workers, which import
 tasks.csvwork and tasks.ml only, never load Celery. The app imports only Celery: Ray,

@@ -59,6 +59,9 @@ task_default_priority = 0
 # are not stuck behind a prefetched backlog.
 worker_prefetch_multiplier = 1
 
+# Beat also notes each dispatch in Redis, where tasks.metrics reads it.
+beat_scheduler = "tasks.beat:RecordingScheduler"
+
 timezone = "UTC"
 enable_utc = True
 

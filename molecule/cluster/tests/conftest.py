@@ -5,8 +5,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
 
-from drill_counts import write_drill_counts
+from run_summary import write_summary
 
 
 def pytest_terminal_summary(terminalreporter):
-    write_drill_counts(terminalreporter)
+    write_summary(terminalreporter)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
-from drill_counts import report_drill
+from run_summary import report_drill
 
 PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT / "files"))

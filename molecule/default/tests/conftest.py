@@ -19,20 +19,21 @@ from scenario import (
 sys.path.insert(0, str(PROJECT / "files"))
 sys.path.insert(0, str(PROJECT / "molecule/shared"))
 
-from drill_counts import write_drill_counts
+from run_summary import write_summary
 from tasks.client import make_client
 
-DRILLS_MODULE = "test_drills.py"
+# The drills stop and restart Redis, Ray, the workers and the whole container: they run
+# after every other test (pytest would otherwise go by file name), the alert drills first.
+LAST_MODULES = ("test_alert_drills.py", "test_drills.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The drills restart Redis, the workers and the whole container: run them after every
-    other test (pytest would otherwise go by file name), in their own order."""
-    items.sort(key=lambda item: item.path.name == DRILLS_MODULE)
+    items.sort(key=lambda item: LAST_MODULES.index(item.path.name) + 1
+               if item.path.name in LAST_MODULES else 0)
 
 
 def pytest_terminal_summary(terminalreporter):
-    write_drill_counts(terminalreporter)
+    write_summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")

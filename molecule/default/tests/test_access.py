@@ -1,5 +1,5 @@
-"""Flower and Redis answer the controller with their secrets, and only with the right ones
-(test_doors tries them without any)."""
+"""Flower, Redis, Prometheus and Alertmanager answer the controller with their secrets, and
+only with the right ones (test_doors tries them without any)."""
 
 import base64
 import json
@@ -8,9 +8,13 @@ import urllib.request
 
 import pytest
 import redis
+from monitor import http_get
 from scenario import (
+    ALERTMANAGER_URL,
     FLOWER_URL,
+    MONITORING_CREDENTIALS,
     NODE_ADDRESS,
+    PROMETHEUS_URL,
     QUEUES,
     REDIS_PORT,
     REDIS_USER,
@@ -69,3 +73,11 @@ def test_redis_accepts_the_password():
     client = redis.Redis(host=NODE_ADDRESS, port=REDIS_PORT, socket_timeout=30,
                          username=REDIS_USER, password=SECRETS["vault_redis_password"])
     assert client.ping() is True
+
+
+@pytest.mark.parametrize("url", [f"{PROMETHEUS_URL}/api/v1/status/buildinfo",
+                                 f"{ALERTMANAGER_URL}/api/v2/status"])
+def test_prometheus_and_alertmanager_answer_their_login_only(url):
+    user, password = MONITORING_CREDENTIALS
+    assert http_get(url, (user, password + "-wrong"))[0] == 401
+    assert http_get(url, (user, password))[0] == 200

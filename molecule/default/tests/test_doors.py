@@ -19,11 +19,13 @@ import pytest
 import redis
 import yaml
 from scenario import (
+    ALERTMANAGER_URL,
     CONTAINER,
     FLOWER_URL,
     GROUP_VARS,
     NODE_ADDRESS,
     PROJECT,
+    PROMETHEUS_URL,
     REDIS_PORT,
     REDIS_USER,
     SECRETS,
@@ -46,6 +48,9 @@ PROBE_ADDRESS = str(ipaddress.ip_address(NODE_ADDRESS) + 1)
 PROBE_CONTAINER = f"{CONTAINER}-door-probe"
 PROBE_NETWORK = "celery-ray-stack"
 PROBE_IMAGE = "celery-ray-stack/debian12-systemd:latest"
+MONITORING_PORTS = [GROUP_VARS[f"monitoring_{name}_port"] for name in
+                    ("prometheus", "alertmanager", "node_exporter", "redis_exporter",
+                     "queue_metrics")]
 # A port of no stack service, opened for the probe: the firewall must leave it alone.
 OTHER_PORT = 28080
 CONNECT_TIMEOUT_SECONDS = 10
@@ -130,6 +135,22 @@ def test_flower_is_a_version_without_cve_2022_30034(container):
         "/opt/celery-ray/venv/bin/python -c "
         "'import importlib.metadata as m; print(m.version(\"flower\"))'")
     assert tuple(int(part) for part in version.split(".")[:2]) >= (1, 2)
+
+
+# --- Prometheus and Alertmanager --------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "url"), [
+    ("GET", f"{PROMETHEUS_URL}/graph"),
+    ("GET", f"{PROMETHEUS_URL}/api/v1/query?query=up"),
+    ("GET", f"{PROMETHEUS_URL}/metrics"),
+    ("POST", f"{PROMETHEUS_URL}/-/reload"),
+    ("GET", f"{ALERTMANAGER_URL}/"),
+    ("GET", f"{ALERTMANAGER_URL}/api/v2/alerts"),
+    ("POST", f"{ALERTMANAGER_URL}/api/v2/silences"),
+    ("GET", f"{ALERTMANAGER_URL}/metrics"),
+])
+def test_prometheus_and_alertmanager_answer_401_without_credentials(method, url):
+    assert http_status(url, method, b"{}" if method == "POST" else None) == 401
 
 
 # --- Ray ---------------------------------------------------------------------------------
@@ -311,7 +332,8 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
     """From a throwaway container at an address outside the inventory and the admin networks:
     the stack's ports answer with a reset; a port of no stack service still opens."""
     assert other_service not in guarded_ports(container)
-    ports = [REDIS_PORT, GROUP_VARS["flower_port"], GCS_PORT, other_service]
+    stack_ports = [REDIS_PORT, GROUP_VARS["flower_port"], GCS_PORT, *MONITORING_PORTS]
+    ports = [*stack_ports, other_service]
     # The controller, an admin address, reaches the same ports.
     wait_for(lambda: connect_error(NODE_ADDRESS, other_service) == 0,
              f"the plain HTTP server on {other_service}")
@@ -327,8 +349,7 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
         subprocess.run(["docker", "rm", "-f", PROBE_CONTAINER], capture_output=True, check=False)
     results = {int(port): error for port, error in json.loads(probe.stdout).items()}
     refused = 111  # ECONNREFUSED: the firewall's TCP reset
-    assert results == {REDIS_PORT: refused, GROUP_VARS["flower_port"]: refused,
-                       GCS_PORT: refused, other_service: 0}
+    assert results == {**dict.fromkeys(stack_ports, refused), other_service: 0}
 
 
 def firewall_state(container):

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import pytest
 import redis
 import yaml
-from drill_counts import report_drill
 from kombu.exceptions import OperationalError
+from run_summary import report_drill
 from scenario import (
     BROKER_URL,
     CELERY_UNITS,
