@@ -37,8 +37,8 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(PACKAGE_PARENT))
 
 from tasks.client import make_client  # noqa: E402
-from tasks.config import settings  # noqa: E402
 from tasks.raycluster import ensure_ray  # noqa: E402
+from tasks.settings import settings  # noqa: E402
 
 WORKERS = (("ml", "ml", 1), ("data", "data", 2), ("default", "default,celery", 2))
 STARTUP_DEADLINE_SECONDS = 180
