@@ -6,9 +6,10 @@ import sys
 
 import pytest
 from celery.schedules import crontab
-from conftest import PACKAGE_PARENT
 from tasks import app, celeryconfig, data_tasks, ml_tasks, simple_tasks  # noqa: F401
 from tasks.settings import ConfigError, validate
+
+from testbed import PACKAGE_PARENT
 
 
 def check(tmp_path, document) -> subprocess.CompletedProcess:
