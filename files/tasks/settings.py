@@ -92,6 +92,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _unknown_keys(where: str, given: dict, allowed: set[str]) -> list[str]:
+    unknown = set(given) - allowed
+    if not unknown:
+        return []
+    return [f"{where}unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}"]
+
+
 def _schedule_errors(where: str, schedule: Any) -> list[str]:
     if _is_number(schedule):
         return [] if schedule > 0 else [f"{where}.schedule: {schedule} must be > 0 seconds"]
@@ -103,10 +110,9 @@ def _schedule_errors(where: str, schedule: Any) -> list[str]:
     fields = schedule["crontab"]
     if not isinstance(fields, dict):
         return [f"{where}.schedule.crontab must be an object, got {fields!r}"]
-    unknown = set(fields) - CRONTAB_KEYS
+    unknown = _unknown_keys(f"{where}.schedule.crontab: ", fields, CRONTAB_KEYS)
     if unknown:
-        return [f"{where}.schedule.crontab: unknown keys {sorted(unknown)}; "
-                f"allowed: {sorted(CRONTAB_KEYS)}"]
+        return unknown
     from celery.schedules import crontab
 
     try:
@@ -134,11 +140,7 @@ def _queues_errors(queues: Any) -> list[str]:
 def _options_errors(where: str, options: Any, queues: Iterable[str]) -> list[str]:
     if not isinstance(options, dict):
         return [f"{where}.options must be an object, got {options!r}"]
-    errors = []
-    unknown = set(options) - BEAT_OPTION_KEYS
-    if unknown:
-        errors.append(f"{where}.options: unknown keys {sorted(unknown)}; "
-                      f"allowed: {sorted(BEAT_OPTION_KEYS)}")
+    errors = _unknown_keys(f"{where}.options: ", options, BEAT_OPTION_KEYS)
     queue = options.get("queue")
     allowed = [*queues, BARE_CLIENT_QUEUE]
     if queue is not None and queue not in allowed:
@@ -162,10 +164,7 @@ def _beat_errors(schedule: Any, task_names: set[str] | None,
         if not isinstance(entry, dict):
             errors.append(f"{where} must be an object, got {entry!r}")
             continue
-        unknown = set(entry) - BEAT_ENTRY_KEYS
-        if unknown:
-            errors.append(f"{where}: unknown keys {sorted(unknown)}; "
-                          f"allowed: {sorted(BEAT_ENTRY_KEYS)}")
+        errors += _unknown_keys(f"{where}: ", entry, BEAT_ENTRY_KEYS)
         task = entry.get("task")
         if task_names is not None and task not in task_names:
             errors.append(f"{where}.task: unknown task {task!r}; known: {sorted(task_names)}")
@@ -190,10 +189,7 @@ def _retrain_errors(models: Any) -> list[str]:
         if not isinstance(model, dict):
             errors.append(f"{where} must be an object, got {model!r}")
             continue
-        unknown = set(model) - RETRAIN_KEYS
-        if unknown:
-            errors.append(f"{where}: unknown keys {sorted(unknown)}; "
-                          f"allowed: {sorted(RETRAIN_KEYS)}")
+        errors += _unknown_keys(f"{where}: ", model, RETRAIN_KEYS)
         for key in ("name", "dataset"):
             if not (isinstance(model.get(key), str) and model[key]):
                 errors.append(f"{where}.{key} must be a non-empty string")
@@ -213,10 +209,7 @@ def validate(document: Any, task_names: set[str] | None = None) -> list[str]:
     """
     if not isinstance(document, dict):
         return ["the top level must be a JSON object"]
-    errors = []
-    unknown = set(document) - TOP_LEVEL_KEYS
-    if unknown:
-        errors.append(f"unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
+    errors = _unknown_keys("", document, TOP_LEVEL_KEYS)
     queues = document.get("queues", list(DEFAULT_QUEUES))
     if "queues" in document:
         errors += _queues_errors(queues)
