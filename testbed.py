@@ -224,12 +224,47 @@ def stop_workers(*processes: subprocess.Popen) -> None:
             process.wait()
 
 
-def stop_all(workers: Iterable[subprocess.Popen], ray_head: RayHead | None,
-             redis_server: RedisServer | None) -> None:
-    """The workers first (their running tasks finish), then the Ray head (its temp dir
-    removed), then Redis."""
-    stop_workers(*workers)
-    if ray_head:
-        ray_head.remove()
-    if redis_server:
-        redis_server.stop()
+@dataclass
+class Testbed:
+    """Redis and a Ray head for one run, and the Celery workers started on them, all
+    stopped together. env is the workers' environment: start() adds the broker (Redis
+    database 0), the result backend (1) and the Ray head's address to it. Logs go to base.
+    """
+
+    base: Path
+    env: dict[str, str]
+    redis: RedisServer | None = None
+    ray_head: RayHead | None = None
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis.url(0)
+
+    @property
+    def backend_url(self) -> str:
+        return self.redis.url(1)
+
+    def start(self, **ray_head_options: Any) -> None:
+        """Redis, then the Ray head (options: those of RayHead)."""
+        self.redis = RedisServer(self.base).start()
+        self.ray_head = RayHead(self.env, **ray_head_options)
+        self.ray_head.start()
+        self.env.update(CELERY_BROKER_URL=self.broker_url,
+                        CELERY_RESULT_BACKEND=self.backend_url,
+                        RAY_ADDRESS=self.ray_head.address)
+
+    def start_workers(self, workers: Iterable[tuple[str, str, int]], client) -> None:
+        """One worker per (name, queues, concurrency), each up before the next starts."""
+        for name, queues, concurrency in workers:
+            self.workers[name] = start_worker(name, queues, concurrency, env=self.env,
+                                              log_dir=self.base, client=client)
+
+    def stop(self) -> None:
+        """The workers first (their running tasks finish), then the Ray head (its temp
+        dir removed), then Redis."""
+        stop_workers(*self.workers.values())
+        if self.ray_head:
+            self.ray_head.remove()
+        if self.redis:
+            self.redis.stop()

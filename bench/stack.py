@@ -22,14 +22,7 @@ from typing import Any
 from tasks.client import make_client
 
 from bench.measure import process_tree
-from testbed import (
-    RayHead,
-    RedisServer,
-    in_own_network_namespace,
-    ray_token_env,
-    start_worker,
-    stop_all,
-)
+from testbed import Testbed, in_own_network_namespace, ray_token_env
 
 RAY_CPUS = 2
 RAY_OBJECT_STORE_BYTES = 2 * 1024**3
@@ -48,9 +41,6 @@ class Stack:
                              "(its own loopback-only network and PID namespace)")
         self.data_root = data_root
         self.base = Path(tempfile.mkdtemp(prefix="bench-stack-"))
-        self.redis: RedisServer | None = None
-        self.ray_head: RayHead | None = None
-        self.workers: dict = {}
         config = self.base / "tasks.json"
         config.write_text(json.dumps({
             "models_dir": str(data_root / "models"), "inbox_dir": str(data_root / "new"),
@@ -59,8 +49,9 @@ class Stack:
         # RAY_worker_niceness: Ray starts its workers 15 nice levels below the raylet; on
         # a machine shared with other work that would starve the project's side of the
         # comparison against the alternative, which runs at the driver's own niceness.
-        self.env = dict(os.environ, **ray_token_env(self.base), RAY_worker_niceness="0",
-                        TASKS_DATA_ROOTS=str(data_root), TASKS_CONFIG_FILE=str(config))
+        env = dict(os.environ, **ray_token_env(self.base), RAY_worker_niceness="0",
+                   TASKS_DATA_ROOTS=str(data_root), TASKS_CONFIG_FILE=str(config))
+        self.testbed = Testbed(self.base, env)
 
     def __enter__(self) -> "Stack":
         try:
@@ -74,27 +65,22 @@ class Stack:
         self.stop(keep_logs=exc_type is not None)
 
     def _start(self) -> None:
-        self.redis = RedisServer(self.base).start()
-        self.ray_head = RayHead(self.env, num_cpus=RAY_CPUS,
-                                object_store_bytes=RAY_OBJECT_STORE_BYTES, log_dir=str(self.base))
-        self.ray_head.start()
-        self.env.update(CELERY_BROKER_URL=self.redis.url(0),
-                        CELERY_RESULT_BACKEND=self.redis.url(1),
-                        RAY_ADDRESS=self.ray_head.address)
-        self.client = make_client(self.redis.url(0), self.redis.url(1))
-        for name, queues, concurrency in WORKERS:
-            self.workers[name] = start_worker(name, queues, concurrency, env=self.env,
-                                              log_dir=self.base, client=self.client)
+        self.testbed.start(num_cpus=RAY_CPUS, object_store_bytes=RAY_OBJECT_STORE_BYTES,
+                           log_dir=str(self.base))
+        self.client = make_client(self.testbed.broker_url, self.testbed.backend_url)
+        self.testbed.start_workers(WORKERS, self.client)
 
     def processes_of(self, worker: str) -> Callable[[], list[int]]:
         """The processes a task run by `worker` goes through: that Celery worker (main
         process and pool), Redis, and the Ray head's daemons and workers (not the
         `ray start --block` process that waits on them). The other queues' workers and
         this driver are left out."""
+        testbed = self.testbed
+
         def pids() -> list[int]:
-            return [*process_tree(self.workers[worker].pid),
-                    *process_tree(self.redis.process.pid),
-                    *process_tree(self.ray_head.process.pid)[1:]]
+            return [*process_tree(testbed.workers[worker].pid),
+                    *process_tree(testbed.redis.process.pid),
+                    *process_tree(testbed.ray_head.process.pid)[1:]]
 
         return pids
 
@@ -106,7 +92,7 @@ class Stack:
 
     def stop(self, keep_logs: bool = False) -> None:
         """Warm shutdown of the workers (SIGTERM), then Ray, then Redis."""
-        stop_all(self.workers.values(), self.ray_head, self.redis)
+        self.testbed.stop()
         if keep_logs:
             print(f"the stack's logs are kept in {self.base}", file=sys.stderr)
         else:

@@ -30,12 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 from testbed import (  # noqa: E402
     PACKAGE_PARENT,
-    RayHead,
-    RedisServer,
+    Testbed,
     in_own_network_namespace,
     ray_token_env,
     start_worker,
-    stop_all,
 )
 
 sys.path.insert(0, str(PACKAGE_PARENT))
@@ -154,40 +152,33 @@ def stack(tmp_path_factory, webhook):
     inbox, processed = datasets / "new", datasets / "processed"
     for directory in (datasets, models, inbox, processed):
         directory.mkdir(parents=True)
-    redis_server = RedisServer(base).start()
-    env = dict(os.environ)
-    ray_head = RayHead(env)
-    workers = {}
+    for name, rows, seed in (("stocks_latest", 400, 1), ("sentiment_latest", 400, 2)):
+        classification_frame(rows, seed).to_csv(datasets / f"{name}.csv", index=False)
+    config = {
+        "inbox_dir": str(inbox), "processed_dir": str(processed), "models_dir": str(models),
+        "webhook_url": webhook.url, "retry_backoff_seconds": 1,
+        "retrain_models": [
+            {"name": name, "dataset": str(datasets / f"{name}_latest.csv"),
+             "model_config": {"n_estimators": 10, "max_depth": 5}}
+            for name in ("stocks", "sentiment")
+        ],
+    }
+    (base / "tasks.json").write_text(json.dumps(config))
+    env = dict(os.environ, TASKS_DATA_ROOTS=f"{datasets}:{models}",
+               TASKS_CONFIG_FILE=str(base / "tasks.json"))
+    testbed = Testbed(base, env)
     try:
-        ray_head.start()
-        for name, rows, seed in (("stocks_latest", 400, 1), ("sentiment_latest", 400, 2)):
-            classification_frame(rows, seed).to_csv(datasets / f"{name}.csv", index=False)
-        config = {
-            "inbox_dir": str(inbox), "processed_dir": str(processed), "models_dir": str(models),
-            "webhook_url": webhook.url, "retry_backoff_seconds": 1,
-            "retrain_models": [
-                {"name": name, "dataset": str(datasets / f"{name}_latest.csv"),
-                 "model_config": {"n_estimators": 10, "max_depth": 5}}
-                for name in ("stocks", "sentiment")
-            ],
-        }
-        (base / "tasks.json").write_text(json.dumps(config))
-        env.update({
-            "CELERY_BROKER_URL": redis_server.url(0), "CELERY_RESULT_BACKEND": redis_server.url(1),
-            "RAY_ADDRESS": ray_head.address,
-            "TASKS_DATA_ROOTS": f"{datasets}:{models}",
-            "TASKS_CONFIG_FILE": str(base / "tasks.json"),
-        })
+        testbed.start()
         os.environ.update(env)
         settings.cache_clear()
-        running = Stack(base=base, env=env, broker_url=redis_server.url(0),
-                        backend_url=redis_server.url(1), datasets=datasets, models=models,
-                        inbox=inbox, processed=processed, webhook=webhook, workers=workers)
-        for name, queues, concurrency in WORKERS:
-            workers[name] = running.start_worker(name, queues, concurrency)
+        running = Stack(base=base, env=env, broker_url=testbed.broker_url,
+                        backend_url=testbed.backend_url, datasets=datasets, models=models,
+                        inbox=inbox, processed=processed, webhook=webhook,
+                        workers=testbed.workers)
+        testbed.start_workers(WORKERS, running.client)
         yield running
     finally:
-        stop_all(workers.values(), ray_head, redis_server)
+        testbed.stop()
 
 
 @pytest.fixture(scope="session")
