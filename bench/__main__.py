@@ -7,7 +7,7 @@ alternative, on the same data, in the same run.
 Both run ``bash bench/run.sh [--quick] [--only NAME,...] [--set SIZE=VALUE ...]``
 (--set overrides one of the sizes below, e.g. ``--set grid_multiples=1,2
 --set repetitions=2``). The task benchmarks start Ray, Redis and Celery workers of their
-own in a network and PID namespace of their own (bench/tasks.py: they see only loopback
+own in a network and PID namespace of their own (bench/task_bench.py: they see only loopback
 and end with the run). The stack benchmarks use the local stack's container (`make up`,
 Molecule scenario `local`): operations recreates it to time a cold converge
 and leaves it up for stack_overhead. Prints one table
@@ -31,7 +31,7 @@ import psutil
 from bench import operations, stack_overhead
 from bench.report import RESULTS_DIR, Benchmark, chart, table, timed, write_json, write_markdown
 from bench.sizes import FULL, QUICK, Sizes
-from bench.tasks import BENCHMARKS as TASK_BENCHMARKS
+from bench.task_bench import BENCHMARKS as TASK_BENCHMARKS
 
 STACK_BENCHMARKS = {
     "operations": lambda sizes: operations.run(sizes.operation_repetitions),
@@ -75,12 +75,12 @@ def override(sizes: Sizes, assignments: list[str]) -> Sizes:
 
 
 def run_task_benchmarks(names: list[str], sizes: Sizes) -> list[Benchmark]:
-    """bench.tasks in a network and PID namespace of its own; its tables print as they end."""
+    """bench.task_bench in a network and PID namespace of its own; its tables print as they end."""
     with tempfile.TemporaryDirectory(prefix="bench-request-") as exchange:
         request, result = Path(exchange, "request"), Path(exchange, "result")
         request.write_bytes(pickle.dumps((names, sizes)))
         completed = subprocess.run(
-            [*OWN_NAMESPACE, sys.executable, "-m", "bench.tasks", str(request), str(result)],
+            [*OWN_NAMESPACE, sys.executable, "-m", "bench.task_bench", str(request), str(result)],
             check=False)
         if completed.returncode != 0:
             raise SystemExit(f"the task benchmarks failed (exit {completed.returncode})")

@@ -45,15 +45,6 @@ def proportional_set_size(pids: Iterable[int]) -> int:
     return total
 
 
-def not_started_by_me() -> list[int]:
-    """The processes of the run's PID namespace that this benchmark driver did not start,
-    itself and the namespace's init (the bash of bench.__main__.OWN_NAMESPACE) aside: the
-    daemons `ray start` leaves to that init (the Ray head's) and the workers they start."""
-    driver = psutil.Process()
-    mine = {1, driver.pid, *(child.pid for child in driver.children(recursive=True))}
-    return [pid for pid in psutil.pids() if pid not in mine]
-
-
 def process_tree(pid: int) -> list[int]:
     try:
         return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]

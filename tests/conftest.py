@@ -8,18 +8,12 @@ hint when pytest was not started through tests/run-in-netns.sh.
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import deque
-from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -32,41 +26,24 @@ from celery import Celery
 from sklearn.datasets import make_classification
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE_PARENT = ROOT / "files"
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+from testbed import (  # noqa: E402
+    PACKAGE_PARENT,
+    Testbed,
+    in_own_network_namespace,
+    ray_token_env,
+    start_worker,
+)
+
 sys.path.insert(0, str(PACKAGE_PARENT))
 
 from tasks.client import make_client  # noqa: E402
-from tasks.config import settings  # noqa: E402
 from tasks.raycluster import ensure_ray  # noqa: E402
+from tasks.settings import settings  # noqa: E402
 
 WORKERS = (("ml", "ml", 1), ("data", "data", 2), ("default", "default,celery", 2))
-STARTUP_DEADLINE_SECONDS = 180
 RESULT_TIMEOUT_SECONDS = 300
-
-
-def in_own_network_namespace() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], bool], what: str,
-             deadline_seconds: float = STARTUP_DEADLINE_SECONDS) -> None:
-    """Poll until condition() holds; a startup that never happens fails the run."""
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except Exception:  # not up yet: refused connections, no reply
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{what} did not come up within {deadline_seconds} s")
 
 
 def classification_frame(rows: int, seed: int = 0, features: int = 8) -> pd.DataFrame:
@@ -137,28 +114,8 @@ class Stack:
         self.client = make_client(self.broker_url, self.backend_url)
 
     def start_worker(self, name: str, queues: str, concurrency: int) -> subprocess.Popen:
-        log = open(self.base / f"worker-{name}.log", "ab")  # noqa: SIM115 (lives with the worker)
-        process = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "tasks", "worker", f"--queues={queues}",
-             f"--concurrency={concurrency}", f"--hostname={name}@%h", "--loglevel=INFO"],
-            cwd=PACKAGE_PARENT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        hostname = f"{name}@{socket.gethostname()}"
-        wait_for(lambda: self.client.control.ping(destination=[hostname], timeout=1),
-                 f"Celery worker {hostname}")
-        return process
-
-    @staticmethod
-    def stop_workers(*processes: subprocess.Popen) -> None:
-        """Warm shutdown (SIGTERM), all at once; kill what is still up after a minute."""
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        return start_worker(name, queues, concurrency, env=self.env, log_dir=self.base,
+                            client=self.client)
 
     def broker_redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.broker_url)
@@ -174,91 +131,16 @@ def webhook():
     hook.server.shutdown()
 
 
-def _start_redis(base: Path, password: str) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--requirepass", password, "--save", "", "--appendonly", "no", "--dir", str(base)],
-        stdout=open(base / "redis.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-    )
-    client = redis.Redis(port=port, password=password)
-    wait_for(client.ping, "redis-server")
-    return process, port
-
-
 def pytest_configure(config):
     """Ray reads its auth settings once, when first imported (test modules import it at
     collection): give this process the run's own token before that."""
     token_dir = Path(tempfile.mkdtemp(prefix="tasks-tests-"))
-    token = token_dir / "ray-token"
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
     config.ray_token_dir = token_dir
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
-                       "RAY_USAGE_STATS_ENABLED": "0"})
+    os.environ.update(ray_token_env(token_dir))
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(config.ray_token_dir, ignore_errors=True)
-
-
-@dataclass
-class RayHead:
-    """A Ray head started as its systemd unit starts it (``ray start --head --block``), in a
-    process group of its own: a test can restart it, or kill its raylet, like a fault."""
-
-    env: dict[str, str]
-    # Unix socket paths under Ray's temp dir must stay short: keep it directly in /tmp.
-    temp_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(Path(self.temp_dir) / "head.log", "ab")  # noqa: SIM115 (lives with the head)
-        self.process = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", f"--port={self.port}",
-             "--num-cpus=2", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}",
-             "--include-dashboard=false", "--disable-usage-stats",
-             f"--object-store-memory={400 * 1024 * 1024}"],
-            # As the ray_head role starts it: no drain on SIGTERM (ray_head_drain_seconds).
-            env={**self.env, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        raylet = Path(self.temp_dir) / "session_latest" / "sockets" / "raylet"
-        wait_for(lambda: accepts(raylet), "the Ray head's raylet")
-
-    def processes(self) -> list[int]:
-        found = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True,
-                               text=True, check=False)
-        return [int(pid) for pid in found.stdout.split()]
-
-    def stop(self, deadline_seconds: float = 60) -> None:
-        """SIGTERM to every process of the head, SIGKILL to what is left at the deadline
-        (systemd's stop)."""
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + deadline_seconds
-        while self.processes() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        with suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def kill_raylet(self) -> None:
-        """SIGKILL to the raylet alone: a crash, no clean stop."""
-        found = subprocess.run(["pgrep", "-g", str(self.process.pid), "-f", "raylet/raylet"],
-                               capture_output=True, text=True, check=True)
-        os.kill(int(found.stdout.split()[0]), signal.SIGKILL)
-
-
-def accepts(unix_socket: Path) -> bool:
-    with socket.socket(socket.AF_UNIX) as client:
-        client.connect(str(unix_socket))
-    return True
 
 
 @pytest.fixture(scope="session")
@@ -270,47 +152,33 @@ def stack(tmp_path_factory, webhook):
     inbox, processed = datasets / "new", datasets / "processed"
     for directory in (datasets, models, inbox, processed):
         directory.mkdir(parents=True)
-    password = secrets.token_hex(16)
-    redis_process, redis_port = _start_redis(base, password)
-    env = dict(os.environ)
-    ray_head = RayHead(env)
-    workers = {}
+    for name, rows, seed in (("stocks_latest", 400, 1), ("sentiment_latest", 400, 2)):
+        classification_frame(rows, seed).to_csv(datasets / f"{name}.csv", index=False)
+    config = {
+        "inbox_dir": str(inbox), "processed_dir": str(processed), "models_dir": str(models),
+        "webhook_url": webhook.url, "retry_backoff_seconds": 1,
+        "retrain_models": [
+            {"name": name, "dataset": str(datasets / f"{name}_latest.csv"),
+             "model_config": {"n_estimators": 10, "max_depth": 5}}
+            for name in ("stocks", "sentiment")
+        ],
+    }
+    (base / "tasks.json").write_text(json.dumps(config))
+    env = dict(os.environ, TASKS_DATA_ROOTS=f"{datasets}:{models}",
+               TASKS_CONFIG_FILE=str(base / "tasks.json"))
+    testbed = Testbed(base, env)
     try:
-        ray_head.start()
-        for name, rows, seed in (("stocks_latest", 400, 1), ("sentiment_latest", 400, 2)):
-            classification_frame(rows, seed).to_csv(datasets / f"{name}.csv", index=False)
-        config = {
-            "inbox_dir": str(inbox), "processed_dir": str(processed), "models_dir": str(models),
-            "webhook_url": webhook.url, "retry_backoff_seconds": 1,
-            "retrain_models": [
-                {"name": name, "dataset": str(datasets / f"{name}_latest.csv"),
-                 "model_config": {"n_estimators": 10, "max_depth": 5}}
-                for name in ("stocks", "sentiment")
-            ],
-        }
-        (base / "tasks.json").write_text(json.dumps(config))
-        redis_url = f"redis://:{password}@127.0.0.1:{redis_port}"
-        env.update({
-            "CELERY_BROKER_URL": f"{redis_url}/0", "CELERY_RESULT_BACKEND": f"{redis_url}/1",
-            "RAY_ADDRESS": f"127.0.0.1:{ray_head.port}",
-            "TASKS_DATA_ROOTS": f"{datasets}:{models}",
-            "TASKS_CONFIG_FILE": str(base / "tasks.json"),
-        })
+        testbed.start()
         os.environ.update(env)
         settings.cache_clear()
-        running = Stack(base=base, env=env, broker_url=f"{redis_url}/0",
-                        backend_url=f"{redis_url}/1", datasets=datasets, models=models,
-                        inbox=inbox, processed=processed, webhook=webhook, workers=workers)
-        for name, queues, concurrency in WORKERS:
-            workers[name] = running.start_worker(name, queues, concurrency)
+        running = Stack(base=base, env=env, broker_url=testbed.broker_url,
+                        backend_url=testbed.backend_url, datasets=datasets, models=models,
+                        inbox=inbox, processed=processed, webhook=webhook,
+                        workers=testbed.workers)
+        testbed.start_workers(WORKERS, running.client)
         yield running
     finally:
-        Stack.stop_workers(*workers.values())
-        if ray_head.process:
-            ray_head.stop()
-        redis_process.terminate()
-        redis_process.wait()
-        shutil.rmtree(ray_head.temp_dir, ignore_errors=True)
+        testbed.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,22 +1,19 @@
 """The workers' Redis channel (tasks.broker) still reaches Redis after its kombu Connection
 has let go of the transport, as happens when Redis restarts under a running worker."""
 
-import secrets
-
 import pytest
-from conftest import _start_redis
 from kombu import Connection
 from kombu.transport import redis as kombu_redis
 from tasks import broker
 
+from testbed import RedisServer
+
 
 @pytest.fixture
 def redis_url(tmp_path):
-    password = secrets.token_hex(16)
-    process, port = _start_redis(tmp_path, password)
-    yield f"redis://:{password}@127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait()
+    server = RedisServer(tmp_path).start()
+    yield server.url(0)
+    server.stop()
 
 
 def let_go(channel):

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 from celery.schedules import crontab
-from conftest import PACKAGE_PARENT
 from tasks import app, celeryconfig, data_tasks, ml_tasks, simple_tasks  # noqa: F401
-from tasks.config import ConfigError, validate
+from tasks.settings import ConfigError, validate
+
+from testbed import PACKAGE_PARENT
 
 
 def check(tmp_path, document) -> subprocess.CompletedProcess:
@@ -26,6 +27,7 @@ def check(tmp_path, document) -> subprocess.CompletedProcess:
 
 def test_checker_accepts_the_contract_example(tmp_path):
     document = {
+        "queues": ["ml", "data", "default"],
         "beat_schedule": {
             "daily-model-retraining": {"task": "tasks.ml_tasks.retrain_models",
                                        "schedule": 86400, "args": [], "kwargs": {},
@@ -64,6 +66,14 @@ def test_checker_accepts_the_contract_example(tmp_path):
     ({"schedules": {}}, "unknown keys ['schedules']"),
     ({"inbox_dir": "relative/dir"}, "inbox_dir: 'relative/dir' must be an absolute path"),
     ({"task_events": "no"}, "task_events: 'no' must be true or false"),
+    ({"queues": ["ml", ""]}, "queues[1]: '' must be a non-empty string"),
+    ({"queues": ["ml", "data", "ml"]}, "queues: ['ml'] named more than once"),
+    ({"queues": []}, "queues must be a non-empty list of queue names"),
+    ({"queues": ["ml", "celery"]}, "queues: 'celery' is Celery's own default queue"),
+    ({"beat_schedule": {"e": {"task": "tasks.simple_tasks.ping", "schedule": 5,
+                              "options": {"queue": "reports"}}}},
+     "beat_schedule['e'].options.queue: 'reports' is not one of "
+     "['ml', 'data', 'default', 'celery']"),
     ("{not json", "not valid JSON"),
 ])
 def test_checker_names_the_entry_and_the_fix(tmp_path, document, message):
@@ -72,8 +82,31 @@ def test_checker_names_the_entry_and_the_fix(tmp_path, document, message):
     assert message in result.stderr
 
 
+def test_a_queue_added_to_the_file_is_one_beat_may_send_to(tmp_path):
+    document = {
+        "queues": ["ml", "data", "default", "reports"],
+        "beat_schedule": {"weekly": {"task": "tasks.simple_tasks.ping", "schedule": 604800,
+                                     "options": {"queue": "reports"}},
+                          "bare": {"task": "tasks.simple_tasks.ping", "schedule": 60,
+                                   "options": {"queue": "celery"}}},
+    }
+    result = check(tmp_path, document)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_workers_declare_the_files_queues_and_celerys_own(tmp_path):
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"queues": ["ml", "data", "default", "reports"]}))
+    probe = ("from tasks import app; "
+             "print(*(queue.name for queue in app.conf.task_queues))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE_PARENT, check=True,
+                            capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "TASKS_CONFIG_FILE": str(path)})
+    assert result.stdout.split() == ["ml", "data", "default", "reports", "celery"]
+
+
 def test_checker_imports_neither_ray_nor_sklearn():
-    probe = ("import sys, tasks.config as c; c.known_task_names(); "
+    probe = ("import sys, tasks.application as a; a.known_task_names(); "
              "print(sorted(m for m in ('ray', 'sklearn', 'pandas', 'pyarrow') "
              "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE_PARENT,
@@ -81,19 +114,31 @@ def test_checker_imports_neither_ray_nor_sklearn():
     assert result.stdout.strip() == "[]"
 
 
-def test_defaults_are_the_specs(monkeypatch, fresh_settings):
+def test_defaults_without_a_file(monkeypatch, fresh_settings):
+    """The schedule and the models to retrain come from the file alone (group_vars)."""
     for name in ("TASKS_CONFIG_FILE", "TASKS_DATA_ROOTS", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     current = fresh_settings()
     assert current.data_roots == ("/datasets", "/models")
-    assert {entry["task"]: entry["schedule"] for entry in current.beat_schedule.values()} == {
-        "tasks.ml_tasks.retrain_models": 86400,
-        "tasks.data_tasks.process_new_data": 3600,
-        "tasks.simple_tasks.check_cluster_health": 300,
-    }
-    assert [model["name"] for model in current.retrain_models] == [
-        "stock_predictor", "sentiment_analyzer"]
+    assert current.queues == ("ml", "data", "default")
+    assert current.stack_queues == ("ml", "data", "default", "celery")
+    assert (current.beat_schedule, current.retrain_models) == ({}, [])
     assert current.retry_backoff_seconds == 60
+
+
+def test_the_files_schedule_and_models_are_the_settings(tmp_path, monkeypatch,
+                                                        fresh_settings):
+    schedule = {"hourly-data-processing": {"task": "tasks.data_tasks.process_new_data",
+                                           "schedule": 3600, "options": {"queue": "data"}}}
+    models = [{"name": "stock_predictor", "dataset": "/datasets/stocks_latest.csv",
+               "model_config": {"n_estimators": 100, "max_depth": 20}}]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps({"queues": ["data", "ml"], "beat_schedule": schedule,
+                                "retrain_models": models}))
+    monkeypatch.setenv("TASKS_CONFIG_FILE", str(path))
+    current = fresh_settings()
+    assert (current.beat_schedule, current.retrain_models) == (schedule, models)
+    assert current.queues == ("data", "ml")
 
 
 def test_environment_and_file_override_defaults(tmp_path, monkeypatch, fresh_settings):

@@ -9,13 +9,14 @@ import pytest
 import redis
 import yaml
 from celery import Celery
-from conftest import ROOT, _start_redis
 from kombu import Connection
 from prometheus_client import CollectorRegistry
 from tasks import metrics
 from tasks.beat import DISPATCH_KEY, RecordingScheduler
 from tasks.broker import PRIORITY_STEPS, priority_lists
 from tasks.client import make_client
+
+from testbed import ROOT, RedisServer
 
 GROUP_VARS = yaml.safe_load((ROOT / "group_vars/all/main.yml").read_text())
 COLLECTOR_RULES = GROUP_VARS["monitoring_redis_users"]["queue_metrics"]["rules"]
@@ -74,17 +75,15 @@ def broker(tmp_path, monkeypatch):
     the clients here are given."""
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    password = secrets.token_hex(16)
-    process, port = _start_redis(tmp_path, password)
-    admin_url = f"redis://:{password}@127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path).start()
+    admin_url = server.url(0)
     admin = redis.Redis.from_url(admin_url)
     collector_password = secrets.token_hex(16)
     admin.execute_command("ACL", "SETUSER", "queue-metrics", "reset", "on",
                           f">{collector_password}", "-@all", *COLLECTOR_RULES)
-    yield admin_url, f"redis://queue-metrics:{collector_password}@127.0.0.1:{port}/0"
+    yield admin_url, f"redis://queue-metrics:{collector_password}@127.0.0.1:{server.port}/0"
     admin.close()
-    process.terminate()
-    process.wait()
+    server.stop()
 
 
 def collected(collector) -> CollectorRegistry:

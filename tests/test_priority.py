@@ -4,7 +4,9 @@ kombu settings, queue `celery`) and for the package's client (tasks.client)."""
 import socket
 
 from celery import Celery
-from conftest import RESULT_TIMEOUT_SECONDS, wait_for
+from conftest import RESULT_TIMEOUT_SECONDS
+
+from testbed import stop_workers, wait_for
 
 PRIORITY_QUEUE = "priority-test"
 
@@ -39,7 +41,7 @@ def test_higher_priorities_are_served_first(stack):
             for result in results:
                 result.get(timeout=RESULT_TIMEOUT_SECONDS)
         finally:
-            stack.stop_workers(worker)
+            stop_workers(worker)
         served = [sent[result.id] for result in sorted(results, key=lambda r: r.date_done)]
         assert served == [9, 9, 9, 8, 7, 4, 2, 1, 0, 0, 0]
         assert {result.worker.split("@")[0] for result in results} == {"priority"}

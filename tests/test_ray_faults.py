@@ -7,21 +7,16 @@ result databases (2 and 3), so that restarting Ray disturbs no other test.
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import (
-    RESULT_TIMEOUT_SECONDS,
-    RayHead,
-    Stack,
-    classification_frame,
-    transactions_frame,
-)
+from conftest import RESULT_TIMEOUT_SECONDS, classification_frame, transactions_frame
 from tasks import raycluster
 from tasks.errors import RayConnectionLost
+
+from testbed import RayHead, stop_workers
 
 SEARCH = "tasks.ml_tasks.hyperparameter_search"
 CSV = "tasks.data_tasks.process_large_csv"
@@ -36,7 +31,7 @@ def faults(stack):
     head = RayHead(stack.env)
     redis_url = stack.broker_url.rsplit("/", 1)[0]
     env = {**stack.env, "CELERY_BROKER_URL": f"{redis_url}/2",
-           "CELERY_RESULT_BACKEND": f"{redis_url}/3", "RAY_ADDRESS": f"127.0.0.1:{head.port}"}
+           "CELERY_RESULT_BACKEND": f"{redis_url}/3", "RAY_ADDRESS": head.address}
     workers = {}
     try:
         head.start()
@@ -51,10 +46,8 @@ def faults(stack):
                 workers[name] = faulty.start_worker(name, queue, 2)
             yield faulty, head
     finally:
-        Stack.stop_workers(*workers.values())
-        if head.process:
-            head.stop()
-        shutil.rmtree(head.temp_dir, ignore_errors=True)
+        stop_workers(*workers.values())
+        head.remove()
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from celery import Celery
-from conftest import (
-    PACKAGE_PARENT,
-    RESULT_TIMEOUT_SECONDS,
-    classification_frame,
-    free_port,
-    transactions_frame,
-    wait_for,
-)
+from conftest import RESULT_TIMEOUT_SECONDS, classification_frame, transactions_frame
 from tasks.base import enqueue_once
 from tasks.errors import TransientError
+
+from testbed import PACKAGE_PARENT, free_port, wait_for
 
 
 def run(stack, name, **kwargs):

@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PACKAGE_PARENT, RESULT_TIMEOUT_SECONDS, Stack, wait_for
+from conftest import RESULT_TIMEOUT_SECONDS
 from tasks.watchdog import Seen, host_workers, is_strike, watch
+
+from testbed import PACKAGE_PARENT, stop_workers, wait_for
 
 QUEUE = "watched"
 PING = "tasks.simple_tasks.ping"
@@ -44,7 +46,7 @@ def watched(stack):
     try:
         yield f"{QUEUE}@{os.uname().nodename}", worker
     finally:
-        Stack.stop_workers(worker)
+        stop_workers(worker)
 
 
 def pings(stack, count: int):

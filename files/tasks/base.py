@@ -17,10 +17,10 @@ import redis
 from celery import Task
 from kombu.exceptions import OperationalError
 
-from tasks import app
+from tasks.application import app
 from tasks.arguments import check_argument_size
-from tasks.config import settings
 from tasks.errors import InvalidInput, RayConnectionLost, TransientError
+from tasks.settings import settings
 
 MAX_RETRIES = 3
 TRANSIENT_ERRORS = (

@@ -1,14 +1,14 @@
 """Celery settings shared by workers, Beat, Flower and the package's client.
 
 Broker and backend come from the environment, the Beat schedule from TASKS_CONFIG_FILE
-(see tasks.config). Per-task time limits and retry policy sit on the tasks themselves.
+(see tasks.settings). Per-task time limits and retry policy sit on the tasks themselves.
 """
 
 from celery.schedules import crontab
 from kombu import Queue
 
 from tasks.broker import PRIORITY_STEPS
-from tasks.config import BARE_CLIENT_QUEUE, QUEUES, settings
+from tasks.settings import settings
 
 # Longest hard time limit of any task (ml: 3600 s) plus the longest retry countdown
 # (60 * 2**2 = 240 s), with room to spare: a message unacknowledged for longer than this
@@ -46,7 +46,8 @@ task_track_started = True
 task_send_sent_event = settings().task_events
 worker_send_task_events = settings().task_events
 
-task_queues = [Queue(name) for name in (*QUEUES, BARE_CLIENT_QUEUE)]
+# The stack's queues (TASKS_CONFIG_FILE) and Celery's own, where bare clients send.
+task_queues = [Queue(name) for name in settings().stack_queues]
 task_default_queue = "default"
 task_routes = {
     "tasks.ml_tasks.*": {"queue": "ml"},

@@ -15,8 +15,8 @@ it needs Celery only (not Ray, not scikit-learn).
 from celery import Celery
 
 from tasks import celeryconfig
+from tasks.application import known_task_names
 from tasks.arguments import check_argument_size
-from tasks.config import known_task_names
 from tasks.errors import InvalidInput
 
 

@@ -4,14 +4,12 @@ import os
 
 from tasks import paths
 from tasks.base import DURABLE, enqueue_once, task
-from tasks.config import settings
 from tasks.errors import InvalidInput
 from tasks.raycluster import ensure_ray
+from tasks.settings import settings
 
 # What the spec's hourly run does to each new file: keep rows with amount >= 100.
 NEW_DATA_TRANSFORMATIONS = {"filter": {"amount": 100}, "num_chunks": 5}
-# process_new_data moves each file it takes into <inbox>/.claimed/<its task id>/.
-CLAIMED_DIR = ".claimed"
 
 
 @task(soft_time_limit=1700, time_limit=1800, **DURABLE)
@@ -76,7 +74,7 @@ def process_new_data(self, transformations=None):
     inbox = paths.output_dir(settings().inbox_dir, what="inbox_dir")
     processed = paths.output_dir(settings().processed_dir, what="processed_dir")
     files = []
-    for claimed in claim_new_files(inbox, inbox / CLAIMED_DIR / self.request.id):
+    for claimed in claim_new_files(inbox, inbox / paths.CLAIMED_DIR / self.request.id):
         child_id = enqueue_once(
             process_large_csv, self.request.id, claimed.name,
             file_path=str(claimed),

@@ -25,7 +25,7 @@ left out of that scrape.
     python -m tasks.metrics show                                     # the depth now, as JSON
 
 Both read the broker at CELERY_BROKER_URL and the schedule from TASKS_CONFIG_FILE
-(tasks.config); the service runs with a Redis user that may only read.
+(tasks.settings); the service runs with a Redis user that may only read.
 """
 
 import argparse
@@ -47,10 +47,9 @@ from prometheus_client.core import GaugeMetricFamily
 
 from tasks.beat import DISPATCH_KEY
 from tasks.broker import priority_lists
-from tasks.config import BARE_CLIENT_QUEUE, QUEUES, settings
+from tasks.settings import settings
 
 UNACKED_KEY = Channel.unacked_key
-STACK_QUEUES = (*QUEUES, BARE_CLIENT_QUEUE)
 
 logger = logging.getLogger(__name__)
 
@@ -227,16 +226,18 @@ def broker_client() -> redis.Redis:
 
 
 def serve(address: str, port: int) -> None:
-    REGISTRY.register(BrokerCollector(broker_client(), STACK_QUEUES, settings().beat_schedule))
+    REGISTRY.register(BrokerCollector(broker_client(), settings().stack_queues,
+                                      settings().beat_schedule))
     _, thread = start_http_server(port, address)
     logger.info("serving the broker's metrics on %s:%d/metrics", address, port)
     thread.join()
 
 
 def show() -> dict[str, dict[str, int]]:
-    reading = read_broker(broker_client(), STACK_QUEUES)
+    queues = settings().stack_queues
+    reading = read_broker(broker_client(), queues)
     return {queue: {"waiting": reading.depth(queue), "unacked": reading.unacked[queue]}
-            for queue in STACK_QUEUES}
+            for queue in queues}
 
 
 def main(argv: list[str]) -> int:

@@ -3,11 +3,11 @@
 from datetime import UTC, datetime
 
 from tasks.base import DURABLE, enqueue_once, task
-from tasks.config import settings
 from tasks.errors import InvalidInput
 from tasks.paths import guarded_path, model_file, output_path
 from tasks.paths import output_dir as guarded_output_dir
 from tasks.raycluster import ensure_ray
+from tasks.settings import settings
 
 
 def _config_dict(model_config) -> dict:

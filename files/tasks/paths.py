@@ -11,8 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.config import settings
 from tasks.errors import InvalidInput
+from tasks.settings import settings
+
+# process_new_data moves each file it takes into <inbox_dir>/.claimed/<its task id>/;
+# cleanup_old_results removes those files once they are old.
+CLAIMED_DIR = ".claimed"
 
 
 def _within(path: Path, root: Path) -> bool:

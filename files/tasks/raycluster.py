@@ -36,8 +36,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from tasks.config import settings
 from tasks.errors import InvalidInput, RayConnectionLost, RayUnavailable
+from tasks.settings import settings
 
 logger = logging.getLogger(__name__)
 

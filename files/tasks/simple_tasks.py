@@ -12,10 +12,9 @@ import redis
 
 from tasks import paths
 from tasks.base import DURABLE, task
-from tasks.config import settings
-from tasks.data_tasks import CLAIMED_DIR
 from tasks.errors import InvalidInput, TransientError
 from tasks.raycluster import ensure_ray
+from tasks.settings import settings
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def cleanup_old_results(self, older_than_days=7):
     cutoff = time.time() - older_than_days * 86400
     directories = [
         paths.guarded_path(settings().processed_dir, what="processed_dir"),
-        paths.guarded_path(settings().inbox_dir, what="inbox_dir") / CLAIMED_DIR,
+        paths.guarded_path(settings().inbox_dir, what="inbox_dir") / paths.CLAIMED_DIR,
     ]
     removed_files = [f for d in directories for f in remove_files_older_than(d, cutoff)]
     removed_results = remove_results_older_than(

@@ -30,7 +30,7 @@ from pathlib import Path
 import redis
 
 from tasks.broker import queue_depth
-from tasks.config import settings
+from tasks.settings import settings
 
 logger = logging.getLogger("tasks.watchdog")
 
