@@ -33,6 +33,8 @@ def _resolve(value: Any, layers: dict[str, Any]) -> Any:
     if not match:
         return value
     name, *attributes = match.group(1).split(".")
+    if name not in layers:  # a secret (vault_*): read_secrets() has it
+        return value
     resolved = _resolve(layers[name], layers)
     for attribute in attributes:
         resolved = resolved[attribute]

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import redis
 from kombu.exceptions import OperationalError
-from project_settings import SETTINGS, read_secrets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from project_settings import (
+    PROJECT,  # noqa: F401 (the tests import it from here)
+    SETTINGS,
+    read_secrets,
+)
 
 SECRETS = read_secrets()
 QUEUES = {queue["name"]: queue["concurrency"] for queue in SETTINGS["celery_worker_queues"]}
