@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 PACKAGE_PARENT = ROOT / "files"
 BIN = Path(sys.executable).parent
 # The ray_head role's `ray start`: without the Ray Client server, as deployed by default.
-RAY_START_WITHOUT_CLIENT = ROOT / "roles" / "ray_head" / "files" / "ray_start_without_client.py"
+RAY_START_WITHOUT_CLIENT = ROOT / "roles" / "ray_node" / "files" / "ray_start_without_client.py"
 STARTUP_DEADLINE_SECONDS = 180
 RAY_START_ATTEMPTS = 3
 # systemd's stop: SIGTERM, then SIGKILL to what is still up after this long.

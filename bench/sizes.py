@@ -17,7 +17,7 @@ class Sizes:
     ping_calls: int
     fire_and_forget_tasks: int
     operation_repetitions: int
-    # Also measure the stack redeployed with celery_app_task_events=false (two site.yml runs).
+    # Also measure the stack redeployed with celery_ray_task_events=false (two site.yml runs).
     overhead_events_off: bool
 
 

@@ -4,7 +4,7 @@ run inside the container with the deployed virtualenv, so both are measured on t
 container's own network from the same client).
 
 Measured as deployed (task events on, for Flower's task views), then (full sizes only)
-redeployed with ``celery_app_task_events=false`` and measured again, then deployed as
+redeployed with ``celery_ray_task_events=false`` and measured again, then deployed as
 before.
 """
 
@@ -17,7 +17,7 @@ from bench.report import Benchmark, Measure
 PROBE = local_stack.PROJECT / "bench/overhead_probe.py"
 PROBE_DIR = "/tmp/celery-ray-bench"
 VENV_PYTHON = "/opt/celery-ray/venv/bin/python"
-EVENTS_OFF = "celery_app_task_events=false"
+EVENTS_OFF = "celery_ray_task_events=false"
 
 
 def probe(calls: int, tasks: int, repetitions: int) -> dict:

@@ -5,11 +5,11 @@ Run by scripts/local-stack.sh (`make up`) with files/ on PYTHONPATH:
     python scripts/demo.py --container celery-ray-local --address 172.30.1.10 \
         --env-file .local-stack/connection.env
 
-Ports come from group_vars/all/main.yml, secrets from the generated (git-ignored)
-molecule/shared/group_vars/molecule/secrets.yml. The settings are written first, so they
-are there even when the demo fails. The demo sends the spec's ping and a small
-hyperparameter search on /datasets/demo.csv, and checks Flower, the Ray dashboard,
-Prometheus and Alertmanager answer.
+Ports come from the project's settings (molecule/shared/project_settings.py), secrets from
+the generated (git-ignored) molecule/shared/group_vars/molecule/secrets.yml. The settings
+are written first, so they are there even when the demo fails. The demo sends the spec's
+ping and a small hyperparameter search on /datasets/demo.csv, and checks Flower, the Ray
+dashboard, Prometheus and Alertmanager answer.
 """
 
 import argparse
@@ -23,13 +23,11 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
-import yaml
 from tasks.client import make_client
 
-PROJECT = Path(__file__).resolve().parents[1]
-GROUP_VARS = PROJECT / "group_vars/all/main.yml"
-MONITORING_DEFAULTS = PROJECT / "roles/monitoring/defaults/main.yml"
-SECRETS = PROJECT / "molecule/shared/group_vars/molecule/secrets.yml"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "molecule/shared"))
+from project_settings import SECRETS_FILE, SETTINGS, read_secrets
+
 DEMO_DATASET = "/datasets/demo.csv"
 DEMO_GRID = [
     {"n_estimators": n_estimators, "max_depth": max_depth}
@@ -42,28 +40,26 @@ HTTP_TIMEOUT_SECONDS = 10
 
 
 def connection_settings(container: str, address: str) -> dict[str, str]:
-    group_vars = yaml.safe_load(GROUP_VARS.read_text())
-    monitoring_user = yaml.safe_load(MONITORING_DEFAULTS.read_text())["monitoring_web_user"]
     try:
-        secrets = yaml.safe_load(SECRETS.read_text())
+        secrets = read_secrets()
     except FileNotFoundError:
-        sys.exit(f"{SECRETS} is missing: `make up` generates it (molecule create -s local).")
+        sys.exit(f"{SECRETS_FILE} is missing: `make up` generates it (molecule create -s local).")
     password = quote(secrets["vault_redis_password"], safe="")
-    user = quote(group_vars["redis_user"], safe="")
-    redis = f"redis://{user}:{password}@{address}:{group_vars['redis_port']}"
+    user = quote(SETTINGS["redis_user"], safe="")
+    redis = f"redis://{user}:{password}@{address}:{SETTINGS['redis_port']}"
     return {
         "CELERY_BROKER_URL": f"{redis}/0",
         "CELERY_RESULT_BACKEND": f"{redis}/1",
-        "FLOWER_URL": f"http://{address}:{group_vars['flower_port']}",
+        "FLOWER_URL": f"http://{address}:{SETTINGS['flower_port']}",
         "FLOWER_USER": secrets["vault_flower_user"],
         "FLOWER_PASSWORD": secrets["vault_flower_password"],
-        "RAY_DASHBOARD_URL": f"http://{address}:{group_vars['ray_head_dashboard_port']}",
+        "RAY_DASHBOARD_URL": f"http://{address}:{SETTINGS['ray_head_dashboard_port']}",
         # Ray's token authentication covers the dashboard: its page asks for this token,
         # API clients send it as "Authorization: Bearer <token>".
         "RAY_AUTH_TOKEN": secrets["vault_ray_auth_token"],
-        "PROMETHEUS_URL": f"http://{address}:{group_vars['monitoring_prometheus_port']}",
-        "ALERTMANAGER_URL": f"http://{address}:{group_vars['monitoring_alertmanager_port']}",
-        "MONITORING_USER": monitoring_user,
+        "PROMETHEUS_URL": f"http://{address}:{SETTINGS['monitoring_prometheus_port']}",
+        "ALERTMANAGER_URL": f"http://{address}:{SETTINGS['monitoring_alertmanager_port']}",
+        "MONITORING_USER": SETTINGS["monitoring_web_user"],
         "MONITORING_PASSWORD": secrets["vault_monitoring_web_password"],
         "STACK_CONTAINER": container,
     }

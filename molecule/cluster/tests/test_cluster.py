@@ -8,21 +8,18 @@ checked from the controller with the documented client, as a user would.
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import testinfra
-import yaml
+from project_settings import PROJECT, SETTINGS, read_secrets
 from run_summary import report_drill
 
-PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT / "files"))
 
-from tasks.client import make_client  # noqa: E402
+from tasks.client import make_client
 
-SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
-GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
-QUEUES = [queue["name"] for queue in GROUP_VARS["celery_worker_queues"]]
+SECRETS = read_secrets()
+QUEUES = [queue["name"] for queue in SETTINGS["celery_worker_queues"]]
 HEAD, NODE = "celery-ray-cluster-head", "celery-ray-cluster-node"
 ADDRESSES = {HEAD: "172.30.0.20", NODE: "172.30.0.21"}
 HEAD_ADDRESS = ADDRESSES[HEAD]
@@ -31,7 +28,8 @@ WORKER_UNITS = [f"celery-worker@{queue}.service" for queue in QUEUES]
 HEAD_ONLY_UNITS = ["redis-server@celery.service", "celery-beat.service", "flower.service",
                    "ray-head.service"]
 # Ports of the head's services: Redis, Ray's GCS, Flower, Ray's dashboard.
-HEAD_ONLY_PORTS = [6380, 6379, 5555, 8265]
+HEAD_ONLY_PORTS = [SETTINGS[name] for name in ("redis_port", "celery_ray_head_port", "flower_port",
+                                                "ray_head_dashboard_port")]
 # 12 combinations x 3 folds = 36 one-CPU Ray tasks, more than the 2 + 2 CPUs of the cluster.
 GRID = [{"n_estimators": n, "max_depth": d} for n in (20, 40, 80) for d in (2, 4, 8, None)]
 RESULT_TIMEOUT_SECONDS = 600
@@ -60,7 +58,7 @@ def connect(request, name):
 
 @pytest.fixture(scope="module")
 def client():
-    url = f"redis://{GROUP_VARS['redis_user']}:{SECRETS['vault_redis_password']}@{HEAD_ADDRESS}:6380"
+    url = f"redis://{SETTINGS['redis_user']}:{SECRETS['vault_redis_password']}@{HEAD_ADDRESS}:6380"
     app = make_client(f"{url}/0", f"{url}/1")
     yield app
     app.close()
@@ -99,7 +97,7 @@ def test_node_points_at_the_head(node):
     env = node.file("/etc/celery-ray/celery.env").content_string
     assert f"@{HEAD_ADDRESS}:6380/0" in env
     assert f"@{HEAD_ADDRESS}:6380/1" in env
-    assert f"RAY_ADDRESS={HEAD_ADDRESS}:6379" in env
+    assert f"RAY_ADDRESS={HEAD_ADDRESS}:{SETTINGS['celery_ray_head_port']}" in env
 
 
 def alive_ray_nodes(head) -> set[str]:

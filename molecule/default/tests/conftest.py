@@ -17,7 +17,6 @@ from scenario import (
 )
 
 sys.path.insert(0, str(PROJECT / "files"))
-sys.path.insert(0, str(PROJECT / "molecule/shared"))
 
 from run_summary import write_summary
 from tasks.client import make_client

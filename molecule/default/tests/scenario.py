@@ -10,32 +10,32 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
-import yaml
 from kombu.exceptions import OperationalError
 
-PROJECT = Path(__file__).resolve().parents[3]
-GROUP_VARS = yaml.safe_load((PROJECT / "group_vars/all/main.yml").read_text())
-SECRETS = yaml.safe_load((PROJECT / "molecule/shared/group_vars/molecule/secrets.yml").read_text())
-QUEUES = {queue["name"]: queue["concurrency"] for queue in GROUP_VARS["celery_worker_queues"]}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared"))
+from project_settings import (
+    PROJECT,  # noqa: F401 (the tests import it from here)
+    SETTINGS,
+    read_secrets,
+)
+
+SECRETS = read_secrets()
+QUEUES = {queue["name"]: queue["concurrency"] for queue in SETTINGS["celery_worker_queues"]}
 
 # molecule.yml: the container's name (also its hostname) and fixed address.
 CONTAINER = os.environ.get("CELERY_RAY_DEFAULT_CONTAINER", "celery-ray-default")
 NODE_ADDRESS = os.environ.get("CELERY_RAY_DEFAULT_ADDRESS", "172.30.0.10")
-REDIS_PORT = GROUP_VARS["redis_port"]
-# The ACL user of group_vars: Redis's default user, so the URL is the spec's own form.
-REDIS_USER = GROUP_VARS["redis_user"]
+REDIS_PORT = SETTINGS["redis_port"]
+# The stack's ACL user: Redis's default user, so the URL is the spec's own form.
+REDIS_USER = SETTINGS["redis_user"]
 assert REDIS_USER == "default", "the spec's client URL (redis://:PASSWORD@...) logs in as default"
 REDIS_URL = f"redis://:{SECRETS['vault_redis_password']}@{NODE_ADDRESS}:{REDIS_PORT}"
 BROKER_URL = f"{REDIS_URL}/0"
 BACKEND_URL = f"{REDIS_URL}/1"
-FLOWER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}"
-PROMETHEUS_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['monitoring_prometheus_port']}"
-ALERTMANAGER_URL = f"http://{NODE_ADDRESS}:{GROUP_VARS['monitoring_alertmanager_port']}"
-MONITORING_CREDENTIALS = (
-    yaml.safe_load((PROJECT / "roles/monitoring/defaults/main.yml").read_text())[
-        "monitoring_web_user"],
-    SECRETS["vault_monitoring_web_password"],
-)
+FLOWER_URL = f"http://{NODE_ADDRESS}:{SETTINGS['flower_port']}"
+PROMETHEUS_URL = f"http://{NODE_ADDRESS}:{SETTINGS['monitoring_prometheus_port']}"
+ALERTMANAGER_URL = f"http://{NODE_ADDRESS}:{SETTINGS['monitoring_alertmanager_port']}"
+MONITORING_CREDENTIALS = (SETTINGS["monitoring_web_user"], SECRETS["vault_monitoring_web_password"])
 
 WORKER_UNITS = [f"celery-worker@{name}.service" for name in QUEUES]
 CELERY_UNITS = [*WORKER_UNITS, "celery-beat.service", "flower.service"]

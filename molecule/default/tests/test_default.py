@@ -6,11 +6,11 @@ import json
 import pytest
 from scenario import (
     CELERY_UNITS,
-    GROUP_VARS,
     NODE_ADDRESS,
     QUEUES,
     REDIS_USER,
     SECRETS,
+    SETTINGS,
     STACK_UNITS,
     main_pid,
     pool_size,
@@ -64,12 +64,14 @@ def test_redis_listens_on_6380_only_on_configured_addresses(host):
     assert sorted(listeners(host, 6380)) == expected
 
 
-def test_nothing_of_redis_listens_on_6379_which_is_ray_gcs(host):
-    assert {unit for _, unit in listeners(host, 6379)} == {"ray-head.service"}
+def test_nothing_of_redis_listens_on_ray_gcs_port(host):
+    gcs_port = SETTINGS["celery_ray_head_port"]
+    assert {unit for _, unit in listeners(host, gcs_port)} == {"ray-head.service"}
 
 
 def test_ray_dashboard_listens_on_loopback_only(host):
-    assert listeners(host, 8265) == [("127.0.0.1", "ray-head.service")]
+    dashboard_port = SETTINGS["ray_head_dashboard_port"]
+    assert listeners(host, dashboard_port) == [("127.0.0.1", "ray-head.service")]
 
 
 def test_flower_listens_on_the_node_address(host):
@@ -101,7 +103,7 @@ def test_env_file_points_at_broker_and_ray_head(host):
     env = host.file("/etc/celery-ray/celery.env").content_string
     assert f"@{NODE_ADDRESS}:6380/0" in env
     assert f"@{NODE_ADDRESS}:6380/1" in env
-    assert f"RAY_ADDRESS={NODE_ADDRESS}:6379" in env
+    assert f"RAY_ADDRESS={NODE_ADDRESS}:{SETTINGS['celery_ray_head_port']}" in env
     assert "RAY_AUTH_TOKEN_PATH=/etc/celery-ray/ray-token" in env
 
 
@@ -129,8 +131,8 @@ def test_redis_config_is_a_broker_config(host):
 
 def test_beat_schedule_from_group_vars_reached_the_host(host):
     rendered = json.loads(host.file("/etc/celery-ray/tasks.json").content_string)
-    assert rendered["beat_schedule"] == GROUP_VARS["celery_app_beat_schedule"]
-    assert rendered["retrain_models"] == GROUP_VARS["celery_app_retrain_models"]
+    assert rendered["beat_schedule"] == SETTINGS["celery_app_beat_schedule"]
+    assert rendered["retrain_models"] == SETTINGS["celery_app_retrain_models"]
 
 
 @pytest.mark.parametrize("queue", QUEUES)

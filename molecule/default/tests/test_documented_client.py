@@ -8,8 +8,8 @@ import uuid
 from celery.result import AsyncResult
 from scenario import (
     DEADLINE_SECONDS,
-    GROUP_VARS,
     NODE_ADDRESS,
+    SETTINGS,
     TRAINED_MODEL,
     assert_model_file,
     csv_lines,
@@ -18,8 +18,8 @@ from scenario import (
     worker_name,
 )
 
-INBOX = GROUP_VARS["celery_app_inbox_dir"]
-PROCESSED = GROUP_VARS["celery_app_processed_dir"]
+INBOX = SETTINGS["celery_app_inbox_dir"]
+PROCESSED = SETTINGS["celery_app_processed_dir"]
 
 
 def as_celery(container, command):
@@ -50,12 +50,12 @@ def test_distributed_training_is_routed_to_the_ml_worker(trained_model, containe
 def test_retrain_models_schedules_a_training_per_configured_model(client, container):
     result = client.send_task("tasks.ml_tasks.retrain_models")
     retrain = result.get(timeout=DEADLINE_SECONDS)
-    configured = [model["name"] for model in GROUP_VARS["celery_app_retrain_models"]]
+    configured = [model["name"] for model in SETTINGS["celery_app_retrain_models"]]
     assert retrain["status"] == "scheduled"
     assert [model["model"] for model in retrain["models"]] == configured
     trainings = children_results(client, retrain["models"])
     assert [training["model_path"] for training in trainings] == [
-        f"{GROUP_VARS['celery_app_models_dir']}/{name}.pkl" for name in configured
+        f"{SETTINGS['celery_app_models_dir']}/{name}.pkl" for name in configured
     ]
     for training in trainings:
         assert_model_file(container, training["model_path"])
@@ -82,7 +82,7 @@ def test_check_cluster_health_sees_the_ray_head(client):
     health = client.send_task("tasks.simple_tasks.check_cluster_health").get(
         timeout=DEADLINE_SECONDS)
     assert health["status"] == "healthy"
-    assert health["ray_address"] == f"{NODE_ADDRESS}:{GROUP_VARS['ray_head_port']}"
+    assert health["ray_address"] == f"{NODE_ADDRESS}:{SETTINGS['celery_ray_head_port']}"
     assert health["alive_nodes"] == len(health["nodes"]) == 1
     assert health["total_cpus"] > 0
 

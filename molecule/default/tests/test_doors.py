@@ -17,18 +17,17 @@ import urllib.request
 import grpc
 import pytest
 import redis
-import yaml
 from scenario import (
     ALERTMANAGER_URL,
     CONTAINER,
     FLOWER_URL,
-    GROUP_VARS,
     NODE_ADDRESS,
     PROJECT,
     PROMETHEUS_URL,
     REDIS_PORT,
     REDIS_USER,
     SECRETS,
+    SETTINGS,
     WORKER_UNITS,
     main_pid,
     main_pids,
@@ -36,19 +35,17 @@ from scenario import (
     wait_for,
 )
 
-MOLECULE_VARS = yaml.safe_load(
-    (PROJECT / "molecule/shared/group_vars/molecule/main.yml").read_text())
 SECRET_VALUES = [value for name, value in SECRETS.items() if name != "vault_flower_user"]
 RAY_TOKEN = SECRETS["vault_ray_auth_token"]
-GCS_PORT = GROUP_VARS["ray_head_port"]
-DASHBOARD = f"http://127.0.0.1:{GROUP_VARS['ray_head_dashboard_port']}"
-CLIENT_SERVER_PORT = GROUP_VARS["ray_head_client_server_port"]
+GCS_PORT = SETTINGS["celery_ray_head_port"]
+DASHBOARD = f"http://127.0.0.1:{SETTINGS['ray_head_dashboard_port']}"
+CLIENT_SERVER_PORT = SETTINGS["ray_head_client_server_port"]
 # A throwaway container on the project network at an address the firewall does not know.
 PROBE_ADDRESS = str(ipaddress.ip_address(NODE_ADDRESS) + 1)
 PROBE_CONTAINER = f"{CONTAINER}-door-probe"
 PROBE_NETWORK = "celery-ray-stack"
 PROBE_IMAGE = "celery-ray-stack/debian12-systemd:latest"
-MONITORING_PORTS = [GROUP_VARS[f"monitoring_{name}_port"] for name in
+MONITORING_PORTS = [SETTINGS[f"monitoring_{name}_port"] for name in
                     ("prometheus", "alertmanager", "node_exporter", "redis_exporter",
                      "queue_metrics")]
 # A port of no stack service, opened for the probe: the firewall must leave it alone.
@@ -183,7 +180,7 @@ def test_ray_dashboard_and_jobs_api_refuse_a_request_without_the_token(container
 
 
 def test_ray_dashboard_is_not_reachable_from_outside_the_host():
-    assert connect_error(NODE_ADDRESS, GROUP_VARS["ray_head_dashboard_port"]) != 0
+    assert connect_error(NODE_ADDRESS, SETTINGS["ray_head_dashboard_port"]) != 0
 
 
 def gcs_get_all_node_info(metadata=None):
@@ -222,7 +219,7 @@ def test_ray_object_store_is_bounded(container):
     # Ray reports it for people, e.g. "286.102 MiB".
     amount, unit = node["resources_total"]["object_store_memory"].split()
     size = float(amount) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
-    assert size == pytest.approx(MOLECULE_VARS["ray_head_object_store_memory_bytes"], rel=0.001)
+    assert size == pytest.approx(SETTINGS["ray_node_object_store_memory_bytes"], rel=0.001)
 
 
 # --- Secrets -----------------------------------------------------------------------------
@@ -281,7 +278,7 @@ def test_firewall_table_is_loaded_by_an_enabled_unit(container):
         return any(ipaddress.ip_address(address) in network for network in allowed)
 
     assert all(let_in(address)
-               for address in [NODE_ADDRESS, *MOLECULE_VARS["firewall_admin_networks"]])
+               for address in [NODE_ADDRESS, *SETTINGS["firewall_admin_networks"]])
     assert not let_in(PROBE_ADDRESS)
 
 
@@ -332,7 +329,7 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
     """From a throwaway container at an address outside the inventory and the admin networks:
     the stack's ports answer with a reset; a port of no stack service still opens."""
     assert other_service not in guarded_ports(container)
-    stack_ports = [REDIS_PORT, GROUP_VARS["flower_port"], GCS_PORT, *MONITORING_PORTS]
+    stack_ports = [REDIS_PORT, SETTINGS["flower_port"], GCS_PORT, *MONITORING_PORTS]
     ports = [*stack_ports, other_service]
     # The controller, an admin address, reaches the same ports.
     wait_for(lambda: connect_error(NODE_ADDRESS, other_service) == 0,

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 
 import pytest
 import redis
-import yaml
 from kombu.exceptions import OperationalError
 from run_summary import report_drill
 from scenario import (
@@ -28,6 +27,7 @@ from scenario import (
     PROJECT,
     QUEUES,
     REDIS_UNIT,
+    SETTINGS,
     STACK_UNITS,
     WORKER_UNITS,
     main_pid,
@@ -349,8 +349,7 @@ def test_drill_8_playbooks_that_restart_the_ray_units_under_ml_tasks(client, con
     """deploy-code.yml with a changed Ray environment, then site.yml putting it back, each
     under a search and a training: each restarts Ray and the workers (the workers stop
     first, warm, and Ray after them), and every task completes."""
-    defaults = yaml.safe_load((PROJECT / "roles/celery_app/defaults/main.yml").read_text())
-    changed = {"celery_app_ray_environment": {**defaults["celery_app_ray_environment"],
+    changed = {"celery_ray_ray_environment": {**SETTINGS["celery_ray_ray_environment"],
                                               "CELERY_RAY_DRILL": "8"}}
     submitted = []
     for playbook, args in (("playbooks/deploy-code.yml", ["-e", json.dumps(changed)]),

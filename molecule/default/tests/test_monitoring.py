@@ -9,12 +9,12 @@ import pytest
 import redis
 from monitor import query, targets
 from scenario import (
-    GROUP_VARS,
     MONITORING_UNITS,
     NODE_ADDRESS,
     PROJECT,
     REDIS_PORT,
     SECRETS,
+    SETTINGS,
     main_pid,
     wait_for,
     wait_until_completed,
@@ -24,13 +24,13 @@ DASHBOARD = PROJECT / "files/grafana/celery-ray-stack.json"
 # Grafana fills these in; any window over a few scrapes gives data here.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m"}
 EXPORTED_PORTS = {
-    "prometheus.service": GROUP_VARS["monitoring_prometheus_port"],
-    "prometheus-alertmanager.service": GROUP_VARS["monitoring_alertmanager_port"],
-    "prometheus-node-exporter.service": GROUP_VARS["monitoring_node_exporter_port"],
-    "prometheus-redis-exporter.service": GROUP_VARS["monitoring_redis_exporter_port"],
-    "celery-metrics.service": GROUP_VARS["monitoring_queue_metrics_port"],
+    "prometheus.service": SETTINGS["monitoring_prometheus_port"],
+    "prometheus-alertmanager.service": SETTINGS["monitoring_alertmanager_port"],
+    "prometheus-node-exporter.service": SETTINGS["monitoring_node_exporter_port"],
+    "prometheus-redis-exporter.service": SETTINGS["monitoring_redis_exporter_port"],
+    "celery-metrics.service": SETTINGS["monitoring_queue_metrics_port"],
 }
-REDIS_USERS = GROUP_VARS["monitoring_redis_users"]
+REDIS_USERS = SETTINGS["monitoring_redis_users"]
 REDIS_PASSWORDS = {"exporter": SECRETS["vault_redis_exporter_password"],
                    "queue_metrics": SECRETS["vault_queue_metrics_password"]}
 
@@ -63,8 +63,8 @@ def test_every_scrape_target_is_up():
 
     wait_for(all_up, "every scrape target up")
     assert {target["scrapeUrl"] for target in targets()} >= {
-        f"http://{NODE_ADDRESS}:{GROUP_VARS['flower_port']}/metrics",
-        f"http://{NODE_ADDRESS}:{GROUP_VARS['ray_node_ports']['metrics_export']}/metrics",
+        f"http://{NODE_ADDRESS}:{SETTINGS['flower_port']}/metrics",
+        f"http://{NODE_ADDRESS}:{SETTINGS['ray_node_ports']['metrics_export']}/metrics",
     }
 
 
