@@ -7,6 +7,7 @@ import sys
 import pytest
 from celery.schedules import crontab
 from tasks import app, celeryconfig, data_tasks, ml_tasks, simple_tasks  # noqa: F401
+from tasks.raycluster import ensure_ray
 from tasks.settings import ConfigError, validate
 
 from testbed import PACKAGE_PARENT
@@ -120,10 +121,19 @@ def test_defaults_without_a_file(monkeypatch, fresh_settings):
         monkeypatch.delenv(name, raising=False)
     current = fresh_settings()
     assert current.data_roots == ("/datasets", "/models")
+    assert current.ray_address is None
     assert current.queues == ("ml", "data", "default")
     assert current.stack_queues == ("ml", "data", "default", "celery")
     assert (current.beat_schedule, current.retrain_models) == ({}, [])
     assert current.retry_backoff_seconds == 60
+
+
+def test_a_ray_task_without_ray_address_says_what_to_set(monkeypatch, fresh_settings):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("TASKS_CONFIG_FILE", raising=False)
+    fresh_settings()
+    with pytest.raises(ConfigError, match="RAY_ADDRESS is not set"):
+        ensure_ray()
 
 
 def test_the_files_schedule_and_models_are_the_settings(tmp_path, monkeypatch,
@@ -146,11 +156,11 @@ def test_environment_and_file_override_defaults(tmp_path, monkeypatch, fresh_set
     path.write_text(json.dumps({"models_dir": "/srv/models", "beat_schedule": {}}))
     monkeypatch.setenv("TASKS_CONFIG_FILE", str(path))
     monkeypatch.setenv("TASKS_DATA_ROOTS", "/a:/b/c")
-    monkeypatch.setenv("RAY_ADDRESS", "ray-head:6379")
+    monkeypatch.setenv("RAY_ADDRESS", "ray-head:16379")
     current = fresh_settings()
     assert (current.models_dir, current.beat_schedule) == ("/srv/models", {})
     assert current.data_roots == ("/a", "/b/c")
-    assert current.ray_address == "ray-head:6379"
+    assert current.ray_address == "ray-head:16379"
 
 
 def test_invalid_file_stops_the_process_with_the_problem(tmp_path, monkeypatch, fresh_settings):

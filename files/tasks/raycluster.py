@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from tasks.errors import InvalidInput, RayConnectionLost, RayUnavailable
-from tasks.settings import settings
+from tasks.settings import ConfigError, settings
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ def ensure_ray(head_wait_seconds: float | None = None):
             _replace_this_process(str(exc))
         return ray
     address = settings().ray_address
+    if not address:
+        raise ConfigError("RAY_ADDRESS is not set: give this process the Ray head's GCS "
+                          "address (host:port); the deployment writes it into celery.env")
     if head_wait_seconds is None:
         head_wait_seconds = settings().ray_fault_timeout_seconds
     wait_for_head(address, head_wait_seconds)

@@ -7,7 +7,7 @@ the one source of the Beat schedule, the models to retrain and the queues.
 Environment (rendered by the deployment into /etc/celery-ray/celery.env):
   CELERY_BROKER_URL      broker, default redis://127.0.0.1:6380/0
   CELERY_RESULT_BACKEND  result backend, default redis://127.0.0.1:6380/1
-  RAY_ADDRESS            Ray head GCS address host:port, default 127.0.0.1:6379
+  RAY_ADDRESS            Ray head GCS address host:port; required by the tasks that use Ray
   RAY_AUTH_MODE, RAY_AUTH_TOKEN_PATH   read by Ray itself
   TASKS_DATA_ROOTS       colon-separated directories task paths must lie in,
                          default /datasets:/models
@@ -69,7 +69,7 @@ class ConfigError(ValueError):
 class Settings:
     broker_url: str = "redis://127.0.0.1:6380/0"
     result_backend: str = "redis://127.0.0.1:6380/1"
-    ray_address: str = "127.0.0.1:6379"
+    ray_address: str | None = None
     data_roots: tuple[str, ...] = ("/datasets", "/models")
     queues: tuple[str, ...] = DEFAULT_QUEUES
     beat_schedule: dict[str, dict[str, Any]] = field(default_factory=dict)
