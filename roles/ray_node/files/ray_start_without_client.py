@@ -1,6 +1,6 @@
-"""`ray start`, but without the Ray Client server; installed by the ray_head role.
+"""`ray start`, but without the Ray Client server; installed by the ray_node role.
 
-`ray start --head` starts the Ray Client server (port 10001, which runs whatever code a
+`ray start --head` starts the Ray Client server (its default port, which runs whatever code a
 client sends it) whenever grpc can be imported, as it always can with ray[default], and
 has no switch to leave it out (--ray-client-server-port only takes ports 1024-65535). It
 decides through ray.scripts.scripts.get_ray_client_dependency_error(): answering "not
