@@ -35,12 +35,22 @@ def pytest_terminal_summary(terminalreporter):
     write_summary(terminalreporter)
 
 
+def _redis_client(url: str):
+    client = redis.Redis.from_url(url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """The broker (Redis db 0), read directly for queue lengths and unacked messages."""
+    yield from _redis_client(BROKER_URL)
+
+
 @pytest.fixture(scope="session")
 def backend():
     """The result backend (Redis db 1), read directly to count finished tasks."""
-    client = redis.Redis.from_url(BACKEND_URL)
-    yield client
-    client.close()
+    yield from _redis_client(BACKEND_URL)
 
 
 @pytest.fixture(scope="session")

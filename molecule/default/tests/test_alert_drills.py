@@ -17,11 +17,9 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import pytest
-import redis
 from monitor import DRILL_SETTINGS, SCRAPE_INTERVAL_SECONDS, active_alerts, seconds, value
 from run_summary import ALERT_TIMES, report
 from scenario import (
-    BROKER_URL,
     PROJECT,
     REDIS_UNIT,
     run_playbook,
@@ -86,13 +84,6 @@ WORKER_ALERTS = [Alert("CeleryWorkerOffline", "worker_offline", {"worker": worke
 QUEUE_ALERTS = [Alert("CeleryQueueStalled", "queue_stalled", {"queue_name": "default"}),
                 Alert("CeleryQueueStalled", "queue_stalled", {"queue_name": "data"}),
                 Alert("CeleryQueueBacklog", "queue_backlog", {"queue_name": "data"})]
-
-
-@pytest.fixture(scope="module")
-def broker():
-    client = redis.Redis.from_url(BROKER_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ import redis
 from kombu.exceptions import OperationalError
 from run_summary import report_drill
 from scenario import (
-    BROKER_URL,
     CELERY_UNITS,
     CONTAINER,
     DEADLINE_SECONDS,
@@ -62,13 +61,6 @@ DRILL_CSV = "/datasets/drill-transactions.csv"
 DRILL_CSV_ROWS = 100_000
 # The bound: a task sent once Ray is back after a fault completes within it.
 NEXT_TASK_BOUND_SECONDS = 180
-
-
-@pytest.fixture(scope="module")
-def broker():
-    client = redis.Redis.from_url(BROKER_URL)
-    yield client
-    client.close()
 
 
 def restarts(container, unit: str) -> int:
