@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help up down test lint unit molecule molecule-default molecule-cluster docker-engine base-image host-packages bench
+.PHONY: help up down test lint unit molecule molecule-default molecule-default-trixie molecule-cluster docker-engine base-image base-image-trixie host-packages bench
 
 # promtool of Debian's prometheus package (the version the hosts run), unpacked here:
 # installing the package would start a Prometheus on this machine.
@@ -16,7 +16,7 @@ PROMTOOL := .cache/prometheus/usr/bin/promtool
 help:
 	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
 	@echo "make down     tear the local stack down"
-	@echo "make test     lint, unit tests and both Molecule scenarios (installs what it needs)"
+	@echo "make test     lint, unit tests and the Molecule scenarios, default on Debian 12 and 13 (installs what it needs)"
 	@echo "make bench    the stack and task benchmarks against bare Celery, pandas/polars, scikit-learn (QUICK=1: smaller)"
 
 $(VENV)/.installed: requirements-dev.txt files/tasks/requirements.txt
@@ -43,7 +43,10 @@ docker-engine:
 	bash scripts/ensure-docker.sh
 
 base-image: docker-engine
-	bash scripts/build-base-image.sh
+	bash scripts/build-base-image.sh bookworm
+
+base-image-trixie: docker-engine
+	bash scripts/build-base-image.sh trixie
 
 lint: $(VENV)/.installed $(PROMTOOL)
 	ruff check .
@@ -57,10 +60,14 @@ unit: $(VENV)/.installed host-packages
 molecule-default: $(VENV)/.installed base-image
 	molecule test -s default
 
+# The default scenario again on a Debian 13 host (Python 3.13, Redis 8).
+molecule-default-trixie: $(VENV)/.installed base-image-trixie
+	CELERY_RAY_BASE_IMAGE=celery-ray-stack/debian13-systemd:latest molecule test -s default
+
 molecule-cluster: $(VENV)/.installed base-image
 	molecule test -s cluster
 
-molecule: molecule-default molecule-cluster
+molecule: molecule-default molecule-default-trixie molecule-cluster
 
 # The stack benchmarks recreate the local stack's container (`make up`) and leave it up.
 bench: $(VENV)/.installed host-packages base-image

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Build the Debian 12 + systemd image that plays the production host in Molecule and `make up`.
+# Build the Debian + systemd image that plays the production host in Molecule and `make up`:
+#   bash scripts/build-base-image.sh [bookworm|trixie]   (Debian 12, the default, or 13)
 # No registry can be reached here, so the image is made with debootstrap from the machine's own
 # Debian mirror and imported. It is built once and reused while an image of the same recipe exists.
 set -euo pipefail
 
-image="${BASE_IMAGE:-celery-ray-stack/debian12-systemd:latest}"
+suite="${1:-bookworm}"
+case "$suite" in
+  bookworm) release=12 ;;
+  trixie) release=13 ;;
+  *) echo "usage: $0 [bookworm|trixie]: the Debian releases the roles support" >&2; exit 2 ;;
+esac
+image="celery-ray-stack/debian$release-systemd:latest"
 packages=systemd,systemd-sysv,python3,python3-apt,python3-venv,sudo,ca-certificates,procps,iproute2
-recipe=$(sha256sum "$0" | cut -c1-16)
+recipe=$( { cat "$0"; echo "$suite"; } | sha256sum | cut -c1-16)
 
 if [ "$(docker image inspect --format '{{ index .Config.Labels "recipe" }}' "$image" 2>/dev/null)" = "$recipe" ]; then
   echo "$image is present (recipe $recipe)."
@@ -25,7 +32,7 @@ rootfs=$(mktemp -d /var/tmp/celery-ray-rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 
 echo "Building $image from $mirror (about a minute)..."
-debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
   || { tail -n 30 "$rootfs.log" >&2; exit 1; }
 rm -f "$rootfs.log"
 cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"

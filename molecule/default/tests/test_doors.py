@@ -44,7 +44,6 @@ CLIENT_SERVER_PORT = SETTINGS["ray_head_client_server_port"]
 PROBE_ADDRESS = str(ipaddress.ip_address(NODE_ADDRESS) + 1)
 PROBE_CONTAINER = f"{CONTAINER}-door-probe"
 PROBE_NETWORK = "celery-ray-stack"
-PROBE_IMAGE = "celery-ray-stack/debian12-systemd:latest"
 MONITORING_PORTS = [SETTINGS[f"monitoring_{name}_port"] for name in
                     ("prometheus", "alertmanager", "node_exporter", "redis_exporter",
                      "queue_metrics")]
@@ -339,7 +338,7 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
     try:
         probe = subprocess.run(
             ["docker", "run", "--rm", "--name", PROBE_CONTAINER, "--network", PROBE_NETWORK,
-             "--ip", PROBE_ADDRESS, "--entrypoint", "/usr/bin/python3", PROBE_IMAGE,
+             "--ip", PROBE_ADDRESS, "--entrypoint", "/usr/bin/python3", image_of(CONTAINER),
              "-c", PROBE_SCRIPT, NODE_ADDRESS, *map(str, ports)],
             capture_output=True, text=True, check=True, timeout=120)
     finally:
@@ -347,6 +346,12 @@ def test_firewall_refuses_the_stack_ports_to_an_unknown_address(container, other
     results = {int(port): error for port, error in json.loads(probe.stdout).items()}
     refused = 111  # ECONNREFUSED: the firewall's TCP reset
     assert results == {**dict.fromkeys(stack_ports, refused), other_service: 0}
+
+
+def image_of(container_name: str) -> str:
+    """The stack container's own image: the probe needs only its Python."""
+    return subprocess.run(["docker", "inspect", "--format", "{{.Config.Image}}", container_name],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def firewall_state(container):
