@@ -17,9 +17,13 @@ from scenario import (
     wait_for,
     worker_name,
 )
+from tasks.settings import Settings
 
-INBOX = SETTINGS["celery_app_inbox_dir"]
-PROCESSED = SETTINGS["celery_app_processed_dir"]
+# A directory the project leaves at null is the task package's own default.
+PACKAGE_DEFAULTS = Settings()
+INBOX = SETTINGS["celery_app_inbox_dir"] or PACKAGE_DEFAULTS.inbox_dir
+PROCESSED = SETTINGS["celery_app_processed_dir"] or PACKAGE_DEFAULTS.processed_dir
+MODELS = SETTINGS["celery_app_models_dir"] or PACKAGE_DEFAULTS.models_dir
 
 
 def as_celery(container, command):
@@ -55,7 +59,7 @@ def test_retrain_models_schedules_a_training_per_configured_model(client, contai
     assert [model["model"] for model in retrain["models"]] == configured
     trainings = children_results(client, retrain["models"])
     assert [training["model_path"] for training in trainings] == [
-        f"{SETTINGS['celery_app_models_dir']}/{name}.pkl" for name in configured
+        f"{MODELS}/{name}.pkl" for name in configured
     ]
     for training in trainings:
         assert_model_file(container, training["model_path"])
