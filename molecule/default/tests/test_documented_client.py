@@ -17,13 +17,10 @@ from scenario import (
     wait_for,
     worker_name,
 )
-from tasks.settings import Settings
 
-# A directory the project leaves at null is the task package's own default.
-PACKAGE_DEFAULTS = Settings()
-INBOX = SETTINGS["celery_app_inbox_dir"] or PACKAGE_DEFAULTS.inbox_dir
-PROCESSED = SETTINGS["celery_app_processed_dir"] or PACKAGE_DEFAULTS.processed_dir
-MODELS = SETTINGS["celery_app_models_dir"] or PACKAGE_DEFAULTS.models_dir
+INBOX = SETTINGS["celery_app_inbox_dir"]
+PROCESSED = SETTINGS["celery_app_processed_dir"]
+MODELS = SETTINGS["celery_app_models_dir"]
 
 
 def as_celery(container, command):
