@@ -19,6 +19,6 @@ def _client_server_off():
 
 if not callable(getattr(scripts, "get_ray_client_dependency_error", None)):
     sys.exit("This Ray version decides differently whether to start the Ray Client server: "
-             "review roles/ray_head/files/ray_start_without_client.py before using it.")
+             "review roles/ray_node/files/ray_start_without_client.py before using it.")
 scripts.get_ray_client_dependency_error = _client_server_off
 sys.exit(scripts.main())
