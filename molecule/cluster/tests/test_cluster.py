@@ -108,8 +108,19 @@ def alive_ray_nodes(head) -> set[str]:
     return {entry["node_ip"] for entry in json.loads(listing) if entry["state"] == "ALIVE"}
 
 
+def alive_ray_nodes_once_joined(head) -> set[str]:
+    """The alive nodes once both hosts are among them (or the deadline): a node's raylet
+    registers with the head some seconds after its unit has started."""
+    deadline = time.monotonic() + WORKERS_DEADLINE_SECONDS
+    while True:
+        alive = alive_ray_nodes(head)
+        if alive == set(ADDRESSES.values()) or time.monotonic() > deadline:
+            return alive
+        time.sleep(2)
+
+
 def test_ray_sees_both_nodes_alive(head):
-    assert alive_ray_nodes(head) == set(ADDRESSES.values())
+    assert alive_ray_nodes_once_joined(head) == set(ADDRESSES.values())
 
 
 def answering_workers(client):
@@ -125,7 +136,8 @@ def test_celery_workers_of_both_hosts_share_the_head_broker(client):
     assert answering_workers(client) == EXPECTED_WORKERS
 
 
-def test_hyperparameter_search_runs_on_both_ray_nodes(client):
+def test_hyperparameter_search_runs_on_both_ray_nodes(client, head):
+    assert alive_ray_nodes_once_joined(head) == set(ADDRESSES.values())
     result = client.send_task(
         "tasks.ml_tasks.hyperparameter_search",
         kwargs={"param_grid": GRID, "dataset_path": "/datasets/training_data.csv"},
@@ -164,7 +176,5 @@ def test_drill_a_ray_node_lost_under_a_search(client, head, node, record_propert
     assert outcome["best_params"] in slow_grid
     assert result.worker == f"ml@{HEAD}"
     assert result.retries == 0
-    deadline = time.monotonic() + WORKERS_DEADLINE_SECONDS
-    while alive_ray_nodes(head) != set(ADDRESSES.values()):
-        assert time.monotonic() < deadline, "the node did not rejoin the cluster"
-        time.sleep(2)
+    assert alive_ray_nodes_once_joined(head) == set(ADDRESSES.values()), \
+        "the node did not rejoin the cluster"
