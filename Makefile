@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help up down test lint unit molecule molecule-default molecule-default-trixie molecule-cluster docker-engine base-image base-image-trixie host-packages bench
+.PHONY: help up down test lint unit molecule molecule-default molecule-default-trixie molecule-cluster molecule-docker docker-engine base-image base-image-trixie host-packages bench
 
 # promtool of Debian's prometheus package (the version the hosts run), unpacked here:
 # installing the package would start a Prometheus on this machine.
@@ -16,7 +16,7 @@ PROMTOOL := .cache/prometheus/usr/bin/promtool
 help:
 	@echo "make up       bring the whole stack up locally in a systemd container and run a demo"
 	@echo "make down     tear the local stack down"
-	@echo "make test     lint, unit tests and the Molecule scenarios, default on Debian 12 and 13 (installs what it needs)"
+	@echo "make test     lint, unit tests and the Molecule scenarios: default on Debian 12 and 13, cluster, docker (installs what it needs)"
 	@echo "make bench    the stack and task benchmarks against bare Celery, pandas/polars, scikit-learn (QUICK=1: smaller)"
 
 $(VENV)/.installed: requirements-dev.txt files/tasks/requirements.txt
@@ -69,7 +69,11 @@ molecule-default-trixie: $(VENV)/.installed base-image-trixie
 molecule-cluster: $(VENV)/.installed base-image
 	molecule test -s cluster
 
-molecule: molecule-default molecule-default-trixie molecule-cluster
+# The default scenario's stack and tests on the docker runtime (celery_ray_runtime: docker).
+molecule-docker: $(VENV)/.installed base-image
+	molecule test -s docker
+
+molecule: molecule-default molecule-default-trixie molecule-cluster molecule-docker
 
 # The stack benchmarks recreate the local stack's container (`make up`) and leave it up.
 bench: $(VENV)/.installed host-packages base-image

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ QUEUES = {queue["name"]: queue["concurrency"] for queue in SETTINGS["celery_work
 # molecule.yml: the container's name (also its hostname) and fixed address.
 CONTAINER = os.environ.get("CELERY_RAY_DEFAULT_CONTAINER", "celery-ray-default")
 NODE_ADDRESS = os.environ.get("CELERY_RAY_DEFAULT_ADDRESS", "172.30.0.10")
+# celery_ray_runtime of the scenario: the docker scenario sets it.
+RUNTIME = os.environ.get("CELERY_RAY_RUNTIME", "systemd")
 REDIS_PORT = SETTINGS["redis_port"]
 # The stack's ACL user: Redis's default user, so the URL is the spec's own form.
 REDIS_USER = SETTINGS["redis_user"]
@@ -56,8 +59,39 @@ def worker_name(queue: str) -> str:
     return f"{queue}@{CONTAINER}"
 
 
+def container_name(unit: str) -> str:
+    """The docker runtime's container of a unit (roles/celery_ray: celery_ray_container_name)."""
+    return unit.removesuffix(".service").replace("@", "-")
+
+
+def unit_of_cgroup(cgroup: str) -> str:
+    """The unit a process belongs to, from its cgroup: on the docker runtime its container's
+    (which the container's celery-ray-stack.unit label names)."""
+    container_id = re.search(r"[0-9a-f]{64}", cgroup)
+    if RUNTIME == "systemd" or container_id is None:
+        return cgroup.rsplit("/", 1)[-1]
+    return subprocess.run(
+        ["docker", "inspect", "--format", '{{index .Config.Labels "celery-ray-stack.unit"}}',
+         container_id.group()], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def main_pid(host, unit: str) -> int:
-    return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+    """The service's main process: the unit's, or for a unit that runs its service in a
+    container (the docker runtime's drop-in) the container's (the child of the container's
+    init where it has one), as the host sees it."""
+    drop_ins = host.check_output(f"systemctl show --property=DropInPaths --value {unit}")
+    if "/container.conf" not in drop_ins:
+        return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
+    inspected = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", container_name(unit)],
+        capture_output=True, text=True, check=True)
+    # The containers share the host container's PID namespace: NSpid's last entry is the
+    # process's PID there.
+    status = Path(f"/proc/{inspected.stdout.strip()}/status").read_text()
+    pid = int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
+    if host.check_output(f"ps -o comm= -p {pid}") == "docker-init":
+        return int(host.check_output(f"pgrep -P {pid}"))
+    return pid
 
 
 def main_pids(host, units=STACK_UNITS) -> dict[str, int]:

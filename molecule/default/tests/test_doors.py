@@ -26,9 +26,12 @@ from scenario import (
     PROMETHEUS_URL,
     REDIS_PORT,
     REDIS_USER,
+    RUNTIME,
     SECRETS,
     SETTINGS,
+    STACK_UNITS,
     WORKER_UNITS,
+    container_name,
     main_pid,
     main_pids,
     run_playbook,
@@ -238,6 +241,15 @@ def secrets_found_under(*paths):
 
 def test_no_secret_in_a_unit_file():
     assert secrets_found_under("/etc/systemd/system", "/lib/systemd/system") == []
+
+
+@pytest.mark.skipif(RUNTIME != "docker", reason="only the docker runtime has containers")
+def test_no_secret_in_the_containers_configuration():
+    """docker inspect shows a container's environment and command: the secrets come from
+    mounted files instead."""
+    inspected = subprocess.run(["docker", "inspect", *map(container_name, STACK_UNITS)],
+                               capture_output=True, text=True, check=True).stdout
+    assert [value for value in SECRET_VALUES if value in inspected] == []
 
 
 def test_the_stack_itself_was_refused_no_redis_command():
