@@ -39,29 +39,33 @@ def check(completed: subprocess.CompletedProcess) -> None:
                          f"\n{completed.stderr[-2000:]}")
 
 
-def molecule(step: str) -> None:
-    check(subprocess.run([str(BIN / "molecule"), step, "-s", SCENARIO], cwd=PROJECT, env=ENV,
+def molecule(step: str, scenario: str = SCENARIO) -> None:
+    check(subprocess.run([str(BIN / "molecule"), step, "-s", scenario], cwd=PROJECT, env=ENV,
                          capture_output=True, text=True, check=False))
 
 
 @functools.cache
-def inventory() -> Path:
-    """The scenario's inventory as Molecule writes it: the container in its groups, reached
+def inventory(scenario: str = SCENARIO) -> Path:
+    """The scenario's inventory as Molecule writes it: its container in its groups, reached
     with docker exec, beside the scenario's group_vars and host_vars. Written once per run,
     removed when it ends."""
+    molecule_file = PROJECT / f"molecule/{scenario}/molecule.yml"
+    config = yaml.safe_load(molecule_file.read_text())
+    platform = config["platforms"][0]
     directory = Path(tempfile.mkdtemp(prefix="bench-inventory-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    host = {CONTAINER: {"ansible_connection": "community.docker.docker"}}
-    groups = {group: {"hosts": host} for group in PLATFORM["groups"]}
+    host = {platform["name"]: {"ansible_connection": "community.docker.docker"}}
+    groups = {group: {"hosts": host} for group in platform["groups"]}
     (directory / "inventory.yml").write_text(yaml.safe_dump(groups))
-    for kind, link in MOLECULE_CONFIG["provisioner"]["inventory"]["links"].items():
-        (directory / kind).symlink_to((MOLECULE_FILE.parent / link).resolve())
+    for kind, link in config["provisioner"]["inventory"]["links"].items():
+        (directory / kind).symlink_to((molecule_file.parent / link).resolve())
     return directory
 
 
-def playbook(name: str, *args: str) -> tuple[float, int]:
-    """Run playbooks/NAME against the local stack: (seconds, tasks reported changed)."""
-    command = [str(BIN / "ansible-playbook"), "-i", str(inventory()),
+def playbook(name: str, *args: str, scenario: str = SCENARIO) -> tuple[float, int]:
+    """Run playbooks/NAME against the scenario's container (the local stack's unless named):
+    (seconds, tasks reported changed)."""
+    command = [str(BIN / "ansible-playbook"), "-i", str(inventory(scenario)),
                str(PROJECT / "playbooks" / name), *args]
     start = time.perf_counter()
     completed = subprocess.run(command, cwd=PROJECT, env=ENV, capture_output=True,
