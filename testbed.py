@@ -162,6 +162,8 @@ class RayHead:
 
     def processes(self) -> list[int]:
         """The processes of the head's process group: `ray start` and Ray's daemons."""
+        # `ray start` exits as a zombie, still in its group, until it is reaped here.
+        self.process.poll()
         found = subprocess.run(["pgrep", "-g", str(self.process.pid)], capture_output=True,
                                text=True, check=False)
         return [int(pid) for pid in found.stdout.split()]
