@@ -7,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 
-.PHONY: help up down test lint unit molecule molecule-default molecule-default-trixie molecule-cluster molecule-docker docker-engine base-image base-image-trixie host-packages bench
+.PHONY: help up down test lint unit molecule molecule-default molecule-default-trixie molecule-cluster molecule-docker molecule-trixie-then-cluster docker-engine base-image base-image-trixie host-packages bench
 
 # promtool of Debian's prometheus package (the version the hosts run), unpacked here:
 # installing the package would start a Prometheus on this machine.
@@ -73,7 +73,16 @@ molecule-cluster: $(VENV)/.installed base-image
 molecule-docker: $(VENV)/.installed base-image
 	molecule test -s docker
 
-molecule: molecule-default molecule-default-trixie molecule-cluster molecule-docker
+# The default scenario first: it fills the wheel cache and writes the test secrets the
+# others read. Then two lanes at once, each mostly waiting on its containers (converges,
+# drills): Debian 13 then the cluster, and the docker runtime. Each lane's output is
+# printed whole when it ends.
+molecule: $(VENV)/.installed base-image base-image-trixie
+	$(MAKE) molecule-default
+	$(MAKE) --jobs=2 --output-sync=target molecule-trixie-then-cluster molecule-docker
+
+molecule-trixie-then-cluster:
+	$(MAKE) --jobs=1 molecule-default-trixie molecule-cluster
 
 # The stack benchmarks recreate the local stack's container (`make up`) and leave it up.
 bench: $(VENV)/.installed host-packages base-image
