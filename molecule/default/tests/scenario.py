@@ -59,9 +59,14 @@ def worker_name(queue: str) -> str:
     return f"{queue}@{CONTAINER}"
 
 
-def container_name(unit: str) -> str:
-    """The docker runtime's container of a unit (roles/celery_ray: celery_ray_container_name)."""
-    return unit.removesuffix(".service").replace("@", "-")
+def container_of(unit: str) -> str | None:
+    """The docker runtime's running container of a unit, if any: the one its
+    celery-ray-stack.unit label names (roles/celery_ray's container drop-in sets it)."""
+    found = subprocess.run(
+        ["docker", "ps", "--quiet", "--filter", f"label=celery-ray-stack.unit={unit}"],
+        capture_output=True, text=True, check=True).stdout.split()
+    assert len(found) <= 1, f"{unit}: {len(found)} running containers carry its label"
+    return found[0] if found else None
 
 
 def unit_of_cgroup(cgroup: str) -> str:
@@ -78,16 +83,19 @@ def unit_of_cgroup(cgroup: str) -> str:
 def main_pid(host, unit: str) -> int:
     """The service's main process: the unit's, or for a unit that runs its service in a
     container (the docker runtime's drop-in) the container's (the child of the container's
-    init where it has one), as the host sees it."""
-    drop_ins = host.check_output(f"systemctl show --property=DropInPaths --value {unit}")
-    if "/container.conf" not in drop_ins:
-        return int(host.check_output(f"systemctl show --property=MainPID --value {unit}"))
-    inspected = subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Pid}}", container_name(unit)],
-        capture_output=True, text=True, check=True)
+    init where it has one), as the host sees it; 0 while none runs."""
+    shown = dict(line.split("=", 1) for line in host.check_output(
+        f"systemctl show --property=MainPID,DropInPaths {unit}").splitlines())
+    if "/container.conf" not in shown["DropInPaths"]:
+        return int(shown["MainPID"])
+    container = container_of(unit)
+    inspected = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
+                               capture_output=True, text=True, check=False).stdout.strip()
+    if container is None or inspected in ("", "0"):
+        return 0  # between two containers, as MainPID is between two processes
     # The containers share the host container's PID namespace: NSpid's last entry is the
     # process's PID there.
-    status = Path(f"/proc/{inspected.stdout.strip()}/status").read_text()
+    status = Path(f"/proc/{inspected}/status").read_text()
     pid = int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
     if host.check_output(f"ps -o comm= -p {pid}") == "docker-init":
         return int(host.check_output(f"pgrep -P {pid}"))

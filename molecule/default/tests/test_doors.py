@@ -31,7 +31,7 @@ from scenario import (
     SETTINGS,
     STACK_UNITS,
     WORKER_UNITS,
-    container_name,
+    container_of,
     main_pid,
     main_pids,
     run_playbook,
@@ -247,7 +247,7 @@ def test_no_secret_in_a_unit_file():
 def test_no_secret_in_the_containers_configuration():
     """docker inspect shows a container's environment and command: the secrets come from
     mounted files instead."""
-    inspected = subprocess.run(["docker", "inspect", *map(container_name, STACK_UNITS)],
+    inspected = subprocess.run(["docker", "inspect", *map(container_of, STACK_UNITS)],
                                capture_output=True, text=True, check=True).stdout
     assert [value for value in SECRET_VALUES if value in inspected] == []
 
