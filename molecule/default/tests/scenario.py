@@ -89,16 +89,20 @@ def main_pid(host, unit: str) -> int:
     if "/container.conf" not in shown["DropInPaths"]:
         return int(shown["MainPID"])
     container = container_of(unit)
-    inspected = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
-                               capture_output=True, text=True, check=False).stdout.strip()
-    if container is None or inspected in ("", "0"):
+    inspected = container and subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", container],
+        capture_output=True, text=True, check=False).stdout.strip()
+    if inspected in (None, "", "0"):
         return 0  # between two containers, as MainPID is between two processes
     # The containers share the host container's PID namespace: NSpid's last entry is the
     # process's PID there.
-    status = Path(f"/proc/{inspected}/status").read_text()
+    try:
+        status = Path(f"/proc/{inspected}/status").read_text()
+    except FileNotFoundError:
+        return 0  # the container ended since
     pid = int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
     if host.check_output(f"ps -o comm= -p {pid}") == "docker-init":
-        return int(host.check_output(f"pgrep -P {pid}"))
+        return int(next(iter(host.run(f"pgrep -P {pid}").stdout.split()), 0))
     return pid
 
 
