@@ -89,11 +89,12 @@ def main_pid(host, unit: str) -> int:
     if "/container.conf" not in shown["DropInPaths"]:
         return int(shown["MainPID"])
     container = container_of(unit)
-    inspected = container and subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Pid}}", container],
-        capture_output=True, text=True, check=False).stdout.strip()
-    if inspected in (None, "", "0"):
+    if container is None:
         return 0  # between two containers, as MainPID is between two processes
+    inspected = subprocess.run(["docker", "inspect", "--format", "{{.State.Pid}}", container],
+                               capture_output=True, text=True, check=False).stdout.strip()
+    if inspected in ("", "0"):
+        return 0  # the container ended since, or has not started yet
     # The containers share the host container's PID namespace: NSpid's last entry is the
     # process's PID there.
     try:
