@@ -41,6 +41,7 @@ from scenario import (
 
 LOAD = 1000
 PING = "tasks.simple_tasks.ping"
+HEALTH = "tasks.simple_tasks.check_cluster_health"
 # Enough trees that a training runs for seconds on the scenario's 60-row dataset.
 TRAINING = {
     "model_config": {"n_estimators": 4000, "num_partitions": 2},
@@ -76,9 +77,9 @@ def journal(container, unit: str, since: int) -> str:
     return container.check_output(f"journalctl --no-pager -o cat -u {unit} --since @{since}")
 
 
-def train(client, name: str):
+def train(client, name: str, **model_config):
     return client.send_task("tasks.ml_tasks.distributed_training", kwargs={
-        **TRAINING, "model_config": {**TRAINING["model_config"], "name": name}})
+        **TRAINING, "model_config": {**TRAINING["model_config"], "name": name, **model_config}})
 
 
 def wait_for_states(results, reached, what: str) -> None:
@@ -95,15 +96,28 @@ def wait_until_running(results) -> None:
 
 
 def running_pool_process(client, queue: str, task_id: str) -> int:
-    """The pool process running the task, once its worker lists it as active."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
+    """The pool process running the task, once its worker lists it as active in the same
+    process twice, a second apart: a process whose Ray connection had died gives the task
+    back at once (tasks.raycluster), and the next process takes it."""
+    deadline, seen = time.monotonic() + DEADLINE_SECONDS, None
     while True:
         replies = client.control.inspect(destination=[worker_name(queue)], timeout=10).active()
-        for task in (replies or {}).get(worker_name(queue), []):
-            if task["id"] == task_id:
-                return task["worker_pid"]
+        running = [task["worker_pid"] for task in (replies or {}).get(worker_name(queue), [])
+                   if task["id"] == task_id]
+        if running and running[0] == seen:
+            return seen
+        seen = running[0] if running else None
         assert time.monotonic() < deadline, f"{task_id} not running within {DEADLINE_SECONDS} s"
-        time.sleep(0.5)
+        time.sleep(1)
+
+
+def renew_ray_connections(client, queue: str) -> None:
+    """A Ray task for every pool process of the queue's worker: one that still holds a
+    connection from before an earlier head restart (the alert drills stop the head) gives
+    its task back and is replaced."""
+    checks = [client.send_task(HEALTH, queue=queue) for _ in range(QUEUES[queue])]
+    for check in checks:
+        assert check.get(timeout=DEADLINE_SECONDS)["status"] == "healthy"
 
 
 def pings(client, count: int, queue: str) -> list[str]:
@@ -207,12 +221,14 @@ def test_drill_1_sigkill_of_the_ml_pool_child(client, container, record_property
     """A pool process killed mid-training: the message is requeued and the training runs
     again to the end (acks_late + reject_on_worker_lost)."""
     unit = "celery-worker@ml.service"
+    renew_ray_connections(client, "ml")
     main_before, since = main_pid(container, unit), int(time.time())
-    result = train(client, "drill-sigkill")
+    # Twice the other drills' training (the task allows up to 10,000 trees): it must outlast
+    # finding its pool process.
+    trees = 2 * TRAINING["model_config"]["n_estimators"]
+    result = train(client, "drill-sigkill", n_estimators=trees)
     child = running_pool_process(client, "ml", result.id)
     assert result.state != "SUCCESS", "the training ended before the kill: make it longer"
-    # A pool process that still held a Ray connection from before an earlier head restart
-    # gives its first task back once (tasks.raycluster): count the deliveries from the kill.
     received = f"[{result.id}] received"
     received_before_kill = journal(container, unit, since).count(received)
     container.check_output(f"kill -KILL {child}")
